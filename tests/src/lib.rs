@@ -1,0 +1,4 @@
+//! corral-tests: helpers shared by corral's integration tests, on the host and in the VM.
+//!
+//! # Layout
+//! - [`guest`]: checks that a VM test really runs inside the sched_ext guest.

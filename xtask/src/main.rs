@@ -1,0 +1,2 @@
+//! `cargo xtask`: setup, VM harness, tests and the demo.
+fn main() {}
