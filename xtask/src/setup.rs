@@ -1,0 +1,104 @@
+//! Installs the Debian packages that building the BPF scheduler and booting the test VM need.
+//!
+//! Idempotent: it asks dpkg which packages are present and installs only the missing ones, with
+//! `sudo` when not root. It never edits the system's apt configuration.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The packages the build and the VM need, with why each is needed.
+pub const PACKAGES: &[(&str, &str)] = &[
+    (
+        "clang-19",
+        "compiles the BPF scheduler (scx_cargo needs clang >= 18)",
+    ),
+    ("llvm-19", "llvm-strip for the BPF object"),
+    ("libelf-dev", "libbpf links against libelf"),
+    ("zlib1g-dev", "libbpf links against zlib"),
+    ("pkg-config", "locates libelf and zlib for libbpf-sys"),
+    ("qemu-system-x86", "boots the sched_ext test guest"),
+    ("busybox-static", "the guest's shell and tools"),
+    ("cpio", "packs the guest's initramfs"),
+    ("bpftool", "dumps the pinned maps in tests and in the guest"),
+];
+
+/// Returns the packages of [`PACKAGES`] that dpkg does not report as installed.
+pub fn missing_packages() -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for (name, _) in PACKAGES {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", name])
+            .output()
+            .context("running dpkg-query (is this a Debian system?)")?;
+        let status = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !status.contains("install ok installed") {
+            missing.push(*name);
+        }
+    }
+    Ok(missing)
+}
+
+/// Installs whatever is missing from [`PACKAGES`]; prints what it does, and nothing else happens
+/// when all are present.
+pub fn install_packages() -> Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        eprintln!(
+            "setup: system packages present ({} checked)",
+            PACKAGES.len()
+        );
+        return Ok(());
+    }
+    for name in &missing {
+        let why = PACKAGES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, w)| *w)
+            .unwrap_or("");
+        eprintln!("setup: installing {name}: {why}");
+    }
+    // A fresh machine may carry stale package lists: try once, update, then try again.
+    if apt_get(&["install", "-y", "--no-install-recommends"], &missing).is_err() {
+        eprintln!("setup: install failed; refreshing the package lists and retrying");
+        apt_get(&["update"], &[])?;
+        apt_get(&["install", "-y", "--no-install-recommends"], &missing)?;
+    }
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "apt-get reported success but these packages are still missing: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn apt_get(args: &[&str], packages: &[&str]) -> Result<()> {
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    };
+    cmd.args(args)
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    let status = cmd.status().with_context(|| {
+        format!(
+            "running apt-get {}{}",
+            args.join(" "),
+            if root { "" } else { " through sudo" }
+        )
+    })?;
+    if !status.success() {
+        bail!(
+            "apt-get {} {} failed with {status}",
+            args.join(" "),
+            packages.join(" ")
+        );
+    }
+    Ok(())
+}
