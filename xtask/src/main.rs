@@ -132,6 +132,7 @@ fn main() -> ExitCode {
 
 fn run_setup() -> Result<kernel::VmKernel> {
     setup::install_packages()?;
+    setup::ensure_bpffs()?;
     kernel::ensure()
 }
 

@@ -74,6 +74,30 @@ pub fn install_packages() -> Result<()> {
     Ok(())
 }
 
+/// Mounts bpffs at /sys/fs/bpf when it is not mounted, so the host can pin corral's maps (the
+/// host tests create real pinned maps even though the host kernel cannot run sched_ext).
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
+        eprintln!("setup: bpffs mounted at /sys/fs/bpf");
+        return Ok(());
+    }
+    eprintln!("setup: mounting bpffs at /sys/fs/bpf (corral pins its maps there)");
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root { Command::new("mount") } else { Command::new("sudo") };
+    if !root {
+        cmd.arg("mount");
+    }
+    let status = cmd
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .context("running mount -t bpf")?;
+    if !status.success() {
+        bail!("mount -t bpf bpf /sys/fs/bpf failed with {status}; corral needs bpffs to pin its maps");
+    }
+    Ok(())
+}
+
 fn apt_get(args: &[&str], packages: &[&str]) -> Result<()> {
     let root = unsafe { libc::geteuid() } == 0;
     let mut cmd = if root {
