@@ -1,0 +1,404 @@
+//! The BpfLoader actor: detects whether sched_ext can run here and says why not; loads and
+//! attaches the scheduler through a [`SchedulerDriver`], watches its exit info, restarts it with
+//! exponential backoff after an exit, and reports status.
+//!
+//! - **State**: the support probe, the driver (the real one wraps the scheduler crate's
+//!   `Scheduler`; tests inject their own), the backoff, and the status. The kernel is the
+//!   source of truth for whether the scheduler runs: on restart the actor asks the driver.
+//! - **Messages**: [`StartScheduler`], [`GetSchedulerStatus`], [`StopScheduler`].
+//! - **Senders**: the runtime (start at boot, stop at shutdown, status for stats), operators'
+//!   tools through the runtime.
+//!
+//! Where sched_ext is missing the runtime keeps running with the `cpuset` map backend; the
+//! probe's reasons are logged once, clearly, and kept in the status.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, AsyncContext, Context, Handler, SpawnHandle, Supervised};
+
+use crate::error::{ActorError, BoxError};
+use crate::messages::{GetSchedulerStatus, StartScheduler, StopScheduler};
+use crate::supervision::{guard, points, Failpoints};
+use crate::telemetry::{ActorKind, Telemetry};
+
+const NAME: &str = "BPF loader";
+
+/// What the host offers sched_ext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedExtSupport {
+    /// `/sys/kernel/sched_ext` exists (`CONFIG_SCHED_CLASS_EXT`).
+    pub kernel: bool,
+    /// `/sys/kernel/btf/vmlinux` exists.
+    pub btf: bool,
+    /// The process is root (CAP_BPF and CAP_SYS_ADMIN in practice).
+    pub privileged: bool,
+}
+
+impl SchedExtSupport {
+    /// Probes this host.
+    pub fn probe() -> Self {
+        SchedExtSupport::probe_at(Path::new("/sys/kernel"))
+    }
+
+    /// Probes with `sys_kernel` standing in for `/sys/kernel` (tests).
+    pub fn probe_at(sys_kernel: &Path) -> Self {
+        SchedExtSupport {
+            kernel: sys_kernel.join("sched_ext").exists(),
+            btf: sys_kernel.join("btf/vmlinux").exists(),
+            // SAFETY: geteuid has no preconditions.
+            privileged: unsafe { libc::geteuid() } == 0,
+        }
+    }
+
+    /// Whether sched_ext can run.
+    pub fn available(&self) -> bool {
+        self.kernel && self.btf && self.privileged
+    }
+
+    /// Every reason it cannot, in words an operator can act on.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut r = Vec::new();
+        if !self.kernel {
+            r.push(
+                "the kernel lacks CONFIG_SCHED_CLASS_EXT (/sys/kernel/sched_ext is missing)"
+                    .to_string(),
+            );
+        }
+        if !self.btf {
+            r.push("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing; build with CONFIG_DEBUG_INFO_BTF)".to_string());
+        }
+        if !self.privileged {
+            r.push(
+                "the process is not root (loading a scheduler needs CAP_BPF and CAP_SYS_ADMIN)"
+                    .to_string(),
+            );
+        }
+        r
+    }
+}
+
+/// Why the scheduler exited, from its exit info.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerExit {
+    /// The exit kind as the kernel reports it.
+    pub kind: i64,
+    /// The reason text.
+    pub reason: String,
+}
+
+impl fmt::Display for SchedulerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit kind {}: {}", self.kind, self.reason)
+    }
+}
+
+/// Loads, attaches, watches and detaches one scheduler.
+pub trait SchedulerDriver: Send + fmt::Debug + 'static {
+    /// Opens, configures, loads and attaches the scheduler.
+    fn attach(&mut self) -> Result<(), BoxError>;
+    /// `Some` once the attached scheduler has exited.
+    fn poll_exit(&mut self) -> Option<SchedulerExit>;
+    /// Whether a scheduler is attached and running now.
+    fn is_attached(&self) -> bool;
+    /// Detaches it.
+    fn detach(&mut self) -> Result<(), BoxError>;
+}
+
+/// The scheduler's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedulerState {
+    /// sched_ext cannot run here; enforcement uses the `cpuset` fallback.
+    Unsupported {
+        /// Why.
+        reasons: Vec<String>,
+    },
+    /// No scheduler driver configured (a map backend other than `bpf`).
+    NotConfigured,
+    /// Attached and running.
+    Running,
+    /// Exited; reattaching after the backoff.
+    BackingOff {
+        /// The delay before the next attempt.
+        delay: Duration,
+    },
+    /// Detached at shutdown.
+    Stopped,
+}
+
+/// What [`GetSchedulerStatus`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerStatus {
+    /// The state.
+    pub state: SchedulerState,
+    /// Successful attaches so far.
+    pub attaches: u32,
+    /// Exits observed so far.
+    pub exits: u32,
+    /// The last exit.
+    pub last_exit: Option<SchedulerExit>,
+    /// The last attach error.
+    pub last_error: Option<String>,
+}
+
+/// Backoff and watch periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderTiming {
+    /// How often exit info is polled.
+    pub watch_period: Duration,
+    /// First restart delay.
+    pub initial_backoff: Duration,
+    /// Largest restart delay.
+    pub max_backoff: Duration,
+    /// Running this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for LoaderTiming {
+    fn default() -> Self {
+        LoaderTiming {
+            watch_period: Duration::from_millis(200),
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Owns the scheduler's lifecycle.
+#[derive(Debug)]
+pub struct BpfLoader {
+    support: SchedExtSupport,
+    driver: Option<Box<dyn SchedulerDriver>>,
+    timing: LoaderTiming,
+    backoff: Duration,
+    running_since: Option<Instant>,
+    status: Arc<Mutex<SchedulerStatus>>,
+    watch: Option<SpawnHandle>,
+    telemetry: Arc<Telemetry>,
+    failpoints: Arc<Failpoints>,
+}
+
+impl BpfLoader {
+    /// A loader for `driver` (None: no scheduler configured) on a host offering `support`.
+    pub fn new(
+        support: SchedExtSupport,
+        driver: Option<Box<dyn SchedulerDriver>>,
+        timing: LoaderTiming,
+        telemetry: Arc<Telemetry>,
+        failpoints: Arc<Failpoints>,
+    ) -> Self {
+        let state = if driver.is_none() {
+            SchedulerState::NotConfigured
+        } else if support.available() {
+            SchedulerState::Stopped
+        } else {
+            SchedulerState::Unsupported {
+                reasons: support.reasons(),
+            }
+        };
+        BpfLoader {
+            support,
+            driver,
+            backoff: timing.initial_backoff,
+            timing,
+            running_since: None,
+            status: Arc::new(Mutex::new(SchedulerStatus {
+                state,
+                attaches: 0,
+                exits: 0,
+                last_exit: None,
+                last_error: None,
+            })),
+            watch: None,
+            telemetry,
+            failpoints,
+        }
+    }
+
+    /// The status, shared (readable without a message).
+    pub fn status_handle(&self) -> Arc<Mutex<SchedulerStatus>> {
+        Arc::clone(&self.status)
+    }
+}
+
+impl BpfLoader {
+    fn status(&self) -> SchedulerStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SchedulerStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Attaches now; on failure schedules a retry with backoff.
+    fn attach(&mut self, ctx: &mut Context<Self>) {
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        match driver.attach() {
+            Ok(()) => {
+                self.running_since = Some(Instant::now());
+                tracing::info!("sched_ext scheduler attached");
+                self.update(|s| {
+                    s.state = SchedulerState::Running;
+                    s.attaches += 1;
+                    s.last_error = None;
+                });
+                self.start_watch(ctx);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot attach the sched_ext scheduler");
+                self.update(|s| s.last_error = Some(e.to_string()));
+                self.schedule_retry(ctx);
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.timing.max_backoff);
+        self.update(|s| s.state = SchedulerState::BackingOff { delay });
+        ctx.run_later(delay, |act, ctx| {
+            if matches!(act.status().state, SchedulerState::BackingOff { .. }) {
+                act.attach(ctx);
+            }
+        });
+    }
+
+    fn start_watch(&mut self, ctx: &mut Context<Self>) {
+        if self.watch.is_some() {
+            return;
+        }
+        self.watch =
+            Some(ctx.run_interval(self.timing.watch_period, |act, ctx| act.check_exit(ctx)));
+    }
+
+    fn check_exit(&mut self, ctx: &mut Context<Self>) {
+        if self.status().state != SchedulerState::Running {
+            return;
+        }
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        if let Some(exit) = driver.poll_exit() {
+            tracing::error!(%exit, "the sched_ext scheduler exited; restarting it with backoff");
+            let _ = driver.detach();
+            self.running_since = None;
+            self.update(|s| {
+                s.exits += 1;
+                s.last_exit = Some(exit);
+            });
+            self.schedule_retry(ctx);
+        } else if self
+            .running_since
+            .is_some_and(|t| t.elapsed() >= self.timing.stable_after)
+        {
+            self.backoff = self.timing.initial_backoff;
+        }
+    }
+}
+
+impl Actor for BpfLoader {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.driver.is_some() && !self.support.available() {
+            tracing::warn!(
+                reasons = %self.support.reasons().join("; "),
+                "sched_ext is unavailable: enforcement falls back to cpuset"
+            );
+        }
+        // The kernel knows whether our scheduler is still attached (after a restart too).
+        match self.status().state {
+            SchedulerState::Running => self.start_watch(ctx),
+            SchedulerState::BackingOff { .. } => self.schedule_retry(ctx),
+            _ => {}
+        }
+    }
+}
+
+impl Supervised for BpfLoader {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.telemetry.count_restart(ActorKind::BpfLoader);
+        // Timers died with the old context; ask the driver whether the scheduler still runs.
+        self.watch = None;
+        let attached = self.driver.as_ref().is_some_and(|d| d.is_attached());
+        self.update(|s| {
+            if matches!(
+                s.state,
+                SchedulerState::Running | SchedulerState::BackingOff { .. }
+            ) {
+                s.state = if attached {
+                    SchedulerState::Running
+                } else {
+                    SchedulerState::BackingOff {
+                        delay: Duration::ZERO,
+                    }
+                };
+            }
+        });
+    }
+}
+
+/// Attaches the scheduler if supported and configured.
+impl Handler<StartScheduler> for BpfLoader {
+    type Result = Result<SchedulerStatus, ActorError>;
+
+    fn handle(&mut self, _msg: StartScheduler, ctx: &mut Context<Self>) -> Self::Result {
+        if self.driver.is_some() && !self.support.available() {
+            return Err(ActorError::SchedExtUnavailable {
+                reasons: self.support.reasons().join("; "),
+            });
+        }
+        if self.driver.is_some() && self.status().state != SchedulerState::Running {
+            self.backoff = self.timing.initial_backoff;
+            self.attach(ctx);
+        }
+        Ok(self.status())
+    }
+}
+
+/// Reports status.
+impl Handler<GetSchedulerStatus> for BpfLoader {
+    type Result = Result<SchedulerStatus, ActorError>;
+
+    fn handle(&mut self, _msg: GetSchedulerStatus, ctx: &mut Context<Self>) -> Self::Result {
+        guard::<Self, _, _>(NAME, "GetSchedulerStatus", ctx, || {
+            self.failpoints.hit(points::GET_SCHEDULER_STATUS);
+            Ok(self.status())
+        })
+    }
+}
+
+/// Detaches the scheduler for shutdown.
+impl Handler<StopScheduler> for BpfLoader {
+    type Result = Result<SchedulerStatus, ActorError>;
+
+    fn handle(&mut self, _msg: StopScheduler, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(watch) = self.watch.take() {
+            ctx.cancel_future(watch);
+        }
+        let was = self.status().state;
+        if let Some(driver) = self.driver.as_mut() {
+            if driver.is_attached() {
+                driver.detach().map_err(|source| ActorError::Scheduler {
+                    operation: "detach",
+                    source,
+                })?;
+            }
+        }
+        if !matches!(
+            was,
+            SchedulerState::Unsupported { .. } | SchedulerState::NotConfigured
+        ) {
+            self.update(|s| s.state = SchedulerState::Stopped);
+        }
+        Ok(self.status())
+    }
+}

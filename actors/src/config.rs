@@ -1,0 +1,645 @@
+//! Configuration of the control plane and its validation. The raw types deserialize from TOML
+//! (the CLI loads them; the runtime embeds them); `validate` turns them into checked values and
+//! rejects bad input with an [`ActorError::InvalidConfig`] that names the key, the value and the
+//! fix. CPU groups are validated against the online CPUs: there are no hard-coded CPU lists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ActorError;
+
+/// The index of a CPU group, as published to the scheduler's group map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GroupId(pub u32);
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How a group's dispatch queue orders its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupOrder {
+    /// First in, first out.
+    #[default]
+    Fifo,
+    /// By virtual time (weighted fair within the group).
+    Vtime,
+}
+
+/// One CPU group as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// A unique name, used by the `pinned` policy and in statistics.
+    pub name: String,
+    /// A CPU list such as `"0-3,6"`.
+    pub cpus: String,
+    /// Time slice in microseconds.
+    #[serde(default = "default_slice_us")]
+    pub slice_us: u64,
+    /// Dispatch order.
+    #[serde(default)]
+    pub order: GroupOrder,
+    /// Whether idle CPUs of other groups may run this group's tasks.
+    #[serde(default)]
+    pub borrow: bool,
+}
+
+fn default_slice_us() -> u64 {
+    5_000
+}
+
+/// A validated CPU group: a set of online cores plus scheduling parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuGroup {
+    /// Its index.
+    pub id: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Sorted, distinct, online CPUs.
+    pub cpus: Vec<u32>,
+    /// Time slice in nanoseconds.
+    pub slice_ns: u64,
+    /// Dispatch order.
+    pub order: GroupOrder,
+    /// Whether idle CPUs elsewhere may borrow its work.
+    pub borrow: bool,
+}
+
+impl CpuGroup {
+    /// The CPU list in kernel syntax (`0-3,6`), as written to `cpuset.cpus`.
+    pub fn cpu_list(&self) -> String {
+        format_cpu_list(&self.cpus)
+    }
+}
+
+/// Parses a kernel CPU list (`"0-3,6"`). `key` names the configuration key for errors.
+pub fn parse_cpu_list(key: &str, text: &str) -> Result<Vec<u32>, ActorError> {
+    let mut cpus = BTreeSet::new();
+    for part in text.trim().split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(ActorError::invalid(
+                key,
+                text,
+                "empty entry in CPU list; write e.g. \"0-3,6\"",
+            ));
+        }
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.trim(), hi.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| {
+            s.parse::<u32>().map_err(|_| {
+                ActorError::invalid(
+                    key,
+                    text,
+                    format!("`{s}` is not a CPU number; write e.g. \"0-3,6\""),
+                )
+            })
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if lo > hi {
+            return Err(ActorError::invalid(
+                key,
+                text,
+                format!("range `{part}` runs backwards"),
+            ));
+        }
+        cpus.extend(lo..=hi);
+    }
+    Ok(cpus.into_iter().collect())
+}
+
+/// Formats CPUs as a kernel CPU list.
+pub fn format_cpu_list(cpus: &[u32]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        let mut end = start;
+        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
+            i += 1;
+            end = cpus[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// The online CPUs of this machine, from `/sys/devices/system/cpu/online`.
+pub fn online_cpus() -> Result<Vec<u32>, ActorError> {
+    let path = Path::new("/sys/devices/system/cpu/online");
+    let text = std::fs::read_to_string(path).map_err(|e| ActorError::cgroup("read", path, e))?;
+    parse_cpu_list("/sys/devices/system/cpu/online", &text)
+}
+
+/// Validates the configured groups against `online` CPUs. Groups must be non-empty, named
+/// uniquely, use only online CPUs and not overlap (overlap would defeat isolation).
+pub fn validate_groups(
+    groups: &[GroupConfig],
+    online: &[u32],
+) -> Result<Vec<CpuGroup>, ActorError> {
+    if groups.is_empty() {
+        return Err(ActorError::invalid(
+            "groups",
+            "[]",
+            "configure at least one CPU group",
+        ));
+    }
+    let mut seen_names = BTreeMap::new();
+    let mut owner: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut out = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        let key = |field: &str| format!("groups[{i}].{field}");
+        if g.name.trim().is_empty() {
+            return Err(ActorError::invalid(
+                key("name"),
+                &g.name,
+                "a group needs a non-empty name",
+            ));
+        }
+        if let Some(prev) = seen_names.insert(g.name.clone(), i) {
+            return Err(ActorError::invalid(
+                key("name"),
+                &g.name,
+                format!("the name is already used by groups[{prev}]"),
+            ));
+        }
+        let cpus = parse_cpu_list(&key("cpus"), &g.cpus)?;
+        if cpus.is_empty() {
+            return Err(ActorError::invalid(
+                key("cpus"),
+                &g.cpus,
+                "a group needs at least one CPU",
+            ));
+        }
+        for &cpu in &cpus {
+            if !online.contains(&cpu) {
+                return Err(ActorError::invalid(
+                    key("cpus"),
+                    &g.cpus,
+                    format!(
+                        "CPU {cpu} is not online (online CPUs: {})",
+                        format_cpu_list(online)
+                    ),
+                ));
+            }
+            if let Some(other) = owner.insert(cpu, &g.name) {
+                return Err(ActorError::invalid(
+                    key("cpus"),
+                    &g.cpus,
+                    format!(
+                        "CPU {cpu} already belongs to group `{other}`; groups must not overlap"
+                    ),
+                ));
+            }
+        }
+        if !(50..=1_000_000).contains(&g.slice_us) {
+            return Err(ActorError::invalid(
+                key("slice_us"),
+                g.slice_us,
+                "the time slice must be between 50 and 1000000 microseconds",
+            ));
+        }
+        out.push(CpuGroup {
+            id: GroupId(i as u32),
+            name: g.name.clone(),
+            cpus,
+            slice_ns: g.slice_us * 1_000,
+            order: g.order,
+            borrow: g.borrow,
+        });
+    }
+    Ok(out)
+}
+
+/// The inflight limiter: how many invocations may hold a lease at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterConfig {
+    /// The limit at start.
+    pub initial: usize,
+    /// The lowest limit `monitor_load` may set.
+    pub min: usize,
+    /// The highest limit `monitor_load` may set.
+    pub max: usize,
+    /// How long an invocation may wait for a lease before failing with a queue timeout.
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+}
+
+fn default_queue_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            initial: 8,
+            min: 1,
+            max: 32,
+            queue_timeout_ms: default_queue_timeout_ms(),
+        }
+    }
+}
+
+impl LimiterConfig {
+    /// Checks `1 <= min <= initial <= max` and a non-zero queue timeout.
+    pub fn validate(&self) -> Result<(), ActorError> {
+        if self.min == 0 {
+            return Err(ActorError::invalid(
+                "limiter.min",
+                self.min,
+                "the limit must be at least 1",
+            ));
+        }
+        if self.max < self.min {
+            return Err(ActorError::invalid(
+                "limiter.max",
+                self.max,
+                format!("must be at least limiter.min ({})", self.min),
+            ));
+        }
+        if !(self.min..=self.max).contains(&self.initial) {
+            return Err(ActorError::invalid(
+                "limiter.initial",
+                self.initial,
+                format!(
+                    "must lie between limiter.min ({}) and limiter.max ({})",
+                    self.min, self.max
+                ),
+            ));
+        }
+        if self.queue_timeout_ms == 0 {
+            return Err(ActorError::invalid(
+                "limiter.queue_timeout_ms",
+                0,
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The queue timeout as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+}
+
+/// Where `monitor_load` reads CPU pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PressureSourceKind {
+    /// `/proc/pressure/cpu` where present, else `/proc/loadavg`.
+    #[default]
+    Auto,
+    /// `/proc/pressure/cpu` (`some avg10`).
+    Psi,
+    /// `/proc/loadavg` (1-minute load over online CPUs, in percent).
+    Loadavg,
+}
+
+/// `monitor_load`: shrink the inflight limit under CPU pressure, grow it back when pressure falls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Whether the monitor runs at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Sampling period.
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u64,
+    /// Pressure (percent) above which the limit shrinks by `step`.
+    #[serde(default = "default_shrink_above")]
+    pub shrink_above: f64,
+    /// Pressure (percent) below which the limit grows by `step`.
+    #[serde(default = "default_grow_below")]
+    pub grow_below: f64,
+    /// How much the limit changes per sample.
+    #[serde(default = "default_step")]
+    pub step: usize,
+    /// The pressure source.
+    #[serde(default)]
+    pub source: PressureSourceKind,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_period_ms() -> u64 {
+    1_000
+}
+fn default_shrink_above() -> f64 {
+    40.0
+}
+fn default_grow_below() -> f64 {
+    10.0
+}
+fn default_step() -> usize {
+    1
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            enabled: true,
+            period_ms: default_period_ms(),
+            shrink_above: default_shrink_above(),
+            grow_below: default_grow_below(),
+            step: default_step(),
+            source: PressureSourceKind::Auto,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Checks a positive period and step, and `0 <= grow_below < shrink_above`.
+    pub fn validate(&self) -> Result<(), ActorError> {
+        if self.period_ms == 0 {
+            return Err(ActorError::invalid(
+                "monitor.period_ms",
+                0,
+                "must be positive",
+            ));
+        }
+        if self.step == 0 {
+            return Err(ActorError::invalid("monitor.step", 0, "must be at least 1"));
+        }
+        if !(self.grow_below >= 0.0 && self.grow_below.is_finite()) {
+            return Err(ActorError::invalid(
+                "monitor.grow_below",
+                self.grow_below,
+                "must be a percentage >= 0",
+            ));
+        }
+        if !(self.shrink_above > self.grow_below && self.shrink_above.is_finite()) {
+            return Err(ActorError::invalid(
+                "monitor.shrink_above",
+                self.shrink_above,
+                format!(
+                    "must be greater than monitor.grow_below ({})",
+                    self.grow_below
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sampling period.
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(self.period_ms)
+    }
+
+    /// The next limit given the current one and a pressure sample, clamped to `[min, max]`.
+    pub fn next_limit(&self, current: usize, pressure: f64, limiter: &LimiterConfig) -> usize {
+        let next = if pressure > self.shrink_above {
+            current.saturating_sub(self.step)
+        } else if pressure < self.grow_below {
+            current.saturating_add(self.step)
+        } else {
+            current
+        };
+        next.clamp(limiter.min, limiter.max)
+    }
+}
+
+/// How the resource tracker picks a group per invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// Function → group from `placement.pinned`.
+    Pinned,
+    /// The group with the fewest leases per CPU.
+    #[default]
+    LeastLoaded,
+    /// Consistent hashing of the function name, with a bounded load factor.
+    Hash,
+}
+
+/// Placement policy configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// The policy.
+    #[serde(default)]
+    pub policy: PolicyKind,
+    /// `pinned`: function name → group name.
+    #[serde(default)]
+    pub pinned: BTreeMap<String, String>,
+    /// `pinned`: the group for functions not listed in `pinned`.
+    #[serde(default)]
+    pub default_group: Option<String>,
+    /// `hash`: a group may carry at most `load_factor` times its fair share of leases.
+    #[serde(default = "default_load_factor")]
+    pub load_factor: f64,
+    /// `hash`: points per group on the ring.
+    #[serde(default = "default_virtual_nodes")]
+    pub virtual_nodes: u32,
+}
+
+fn default_load_factor() -> f64 {
+    1.25
+}
+fn default_virtual_nodes() -> u32 {
+    64
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            policy: PolicyKind::LeastLoaded,
+            pinned: BTreeMap::new(),
+            default_group: None,
+            load_factor: default_load_factor(),
+            virtual_nodes: default_virtual_nodes(),
+        }
+    }
+}
+
+impl PlacementConfig {
+    /// Checks that pinned and default groups exist, and the hash parameters are sane.
+    pub fn validate(&self, groups: &[CpuGroup]) -> Result<(), ActorError> {
+        let known = |name: &str| groups.iter().any(|g| g.name == name);
+        let names = || {
+            groups
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (function, group) in &self.pinned {
+            if !known(group) {
+                return Err(ActorError::invalid(
+                    format!("placement.pinned.{function}"),
+                    group,
+                    format!("no such group (groups: {})", names()),
+                ));
+            }
+        }
+        if let Some(group) = &self.default_group {
+            if !known(group) {
+                return Err(ActorError::invalid(
+                    "placement.default_group",
+                    group,
+                    format!("no such group (groups: {})", names()),
+                ));
+            }
+        }
+        if self.policy == PolicyKind::Pinned
+            && self.pinned.is_empty()
+            && self.default_group.is_none()
+        {
+            return Err(ActorError::invalid(
+                "placement.pinned",
+                "{}",
+                "the `pinned` policy needs placement.pinned entries or placement.default_group",
+            ));
+        }
+        if !(self.load_factor > 1.0 && self.load_factor.is_finite()) {
+            return Err(ActorError::invalid(
+                "placement.load_factor",
+                self.load_factor,
+                "must be greater than 1.0 (1.25 is typical)",
+            ));
+        }
+        if !(1..=4096).contains(&self.virtual_nodes) {
+            return Err(ActorError::invalid(
+                "placement.virtual_nodes",
+                self.virtual_nodes,
+                "must be 1..=4096",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The warm pool of each function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// How long an idle container stays warm.
+    #[serde(default = "default_keep_alive_ms")]
+    pub keep_alive_ms: u64,
+    /// The most idle containers kept per function; more are destroyed on release.
+    #[serde(default = "default_max_warm")]
+    pub max_warm: usize,
+    /// How often idle containers are checked against the keep-alive.
+    #[serde(default = "default_reap_period_ms")]
+    pub reap_period_ms: u64,
+}
+
+fn default_keep_alive_ms() -> u64 {
+    60_000
+}
+fn default_max_warm() -> usize {
+    8
+}
+fn default_reap_period_ms() -> u64 {
+    1_000
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            keep_alive_ms: default_keep_alive_ms(),
+            max_warm: default_max_warm(),
+            reap_period_ms: default_reap_period_ms(),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks positive periods.
+    pub fn validate(&self) -> Result<(), ActorError> {
+        if self.keep_alive_ms == 0 {
+            return Err(ActorError::invalid(
+                "containers.keep_alive_ms",
+                0,
+                "must be positive",
+            ));
+        }
+        if self.reap_period_ms == 0 {
+            return Err(ActorError::invalid(
+                "containers.reap_period_ms",
+                0,
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A function that can be invoked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Its name: letters, digits, `_` and `-`, at most 64 characters.
+    pub name: String,
+    /// `local` backend: the command run inside the container per invocation. The payload is its
+    /// standard input and the result its standard output.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Extra environment for the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `sim` backend: how long an invocation takes, in microseconds.
+    #[serde(default)]
+    pub simulated_run_us: u64,
+    /// Overrides `containers.keep_alive_ms` for this function.
+    #[serde(default)]
+    pub keep_alive_ms: Option<u64>,
+    /// Overrides `containers.max_warm` for this function.
+    #[serde(default)]
+    pub max_warm: Option<usize>,
+}
+
+impl FunctionSpec {
+    /// A function with only a name (the `sim` backend needs nothing else).
+    pub fn named(name: impl Into<String>) -> Self {
+        FunctionSpec {
+            name: name.into(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            simulated_run_us: 0,
+            keep_alive_ms: None,
+            max_warm: None,
+        }
+    }
+
+    /// Checks the name (it becomes part of a cgroup directory name).
+    pub fn validate(&self) -> Result<(), ActorError> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(ActorError::invalid(
+                "functions.name",
+                &self.name,
+                "use 1 to 64 letters, digits, `_` or `-` (the name becomes part of a cgroup directory)",
+            ));
+        }
+        if self.keep_alive_ms == Some(0) {
+            return Err(ActorError::invalid(
+                format!("functions.{}.keep_alive_ms", self.name),
+                0,
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}

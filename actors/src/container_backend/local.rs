@@ -1,0 +1,372 @@
+//! The `local` container backend: a container is a cgroup v2 directory under a configurable
+//! parent, its cgroup id is the directory's inode, and each invocation runs the function's
+//! command inside it (payload on standard input, result from standard output).
+//!
+//! A child joins its cgroup before `exec`: the parent opens the `cgroup.procs` files, and the
+//! child writes its pid into them from `pre_exec` with no allocation. When the enforcement asks
+//! for it, the child also switches itself to `SCHED_EXT` there, so every thread it creates
+//! inherits the policy.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
+use crate::config::FunctionSpec;
+use crate::error::ActorError;
+
+/// `statfs` magic of cgroup2.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// The scheduling policy number of sched_ext.
+const SCHED_EXT: u32 = 7;
+/// How much of a failed function's standard error is kept.
+const STDERR_TAIL: usize = 2048;
+
+/// Containers as cgroup v2 directories.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    parent: PathBuf,
+    created_parent: bool,
+    seq: Arc<AtomicU64>,
+}
+
+impl LocalBackend {
+    /// Opens `parent` (created if missing) on a cgroup2 file system, enables the `cpu` and
+    /// `cpuset` controllers for its children where the parent offers them, and removes
+    /// containers left behind by an earlier run.
+    pub fn open(parent: impl Into<PathBuf>) -> Result<Self, ActorError> {
+        let parent = parent.into();
+        let probe = parent.parent().unwrap_or(Path::new("/"));
+        if !is_cgroup2(probe) {
+            return Err(ActorError::invalid(
+                "containers.cgroup_parent",
+                parent.display(),
+                format!(
+                    "`{}` is not on a cgroup2 file system; point it into the cgroup2 mount \
+                     (e.g. /sys/fs/cgroup/corral, or /sys/fs/cgroup/unified/corral on hybrid hosts)",
+                    probe.display()
+                ),
+            ));
+        }
+        let created_parent = !parent.exists();
+        if created_parent {
+            fs::create_dir(&parent).map_err(|e| ActorError::cgroup("create", &parent, e))?;
+        }
+        let offered = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+        for controller in ["cpu", "cpuset"] {
+            if offered.split_whitespace().any(|c| c == controller) {
+                let path = parent.join("cgroup.subtree_control");
+                fs::write(&path, format!("+{controller}")).map_err(|e| {
+                    ActorError::cgroup(format!("enable +{controller} in"), &path, e)
+                })?;
+            }
+        }
+        let backend = LocalBackend {
+            parent,
+            created_parent,
+            seq: Arc::new(AtomicU64::new(1)),
+        };
+        for leftover in backend.list()? {
+            tracing::warn!(
+                container = leftover.id,
+                "removing a container left behind by an earlier run"
+            );
+            backend.destroy(&leftover)?;
+        }
+        Ok(backend)
+    }
+
+    /// The parent directory.
+    pub fn parent(&self) -> &Path {
+        &self.parent
+    }
+}
+
+/// Whether `path` lies on a cgroup2 file system.
+pub fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
+/// The pids in a cgroup's `cgroup.procs`.
+pub fn cgroup_pids(dir: &Path) -> io::Result<Vec<i32>> {
+    Ok(fs::read_to_string(dir.join("cgroup.procs"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// Kills every process in `dir` and removes it, waiting (bounded) for the kernel to empty it.
+fn remove_cgroup(dir: &Path) -> Result<(), ActorError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let pids = cgroup_pids(dir).unwrap_or_default();
+    if !pids.is_empty() {
+        let kill = dir.join("cgroup.kill");
+        if kill.exists() {
+            fs::write(&kill, "1").map_err(|e| ActorError::cgroup("write 1 to", &kill, e))?;
+        } else {
+            for pid in pids {
+                // SAFETY: plain kill(2) on a pid read from the cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    // Killed tasks leave the cgroup asynchronously; rmdir answers EBUSY until they have.
+    let mut last = None;
+    for _ in 0..500 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(ActorError::cgroup("remove", dir, e)),
+        }
+    }
+    Err(ActorError::cgroup(
+        "remove (still busy after killing its processes)",
+        dir,
+        last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)),
+    ))
+}
+
+impl ContainerBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn check_function(&self, spec: &FunctionSpec) -> Result<(), ActorError> {
+        if spec.command.is_empty() || spec.command[0].is_empty() {
+            return Err(ActorError::invalid(
+                format!("functions.{}.command", spec.name),
+                "[]",
+                "the `local` backend runs a command per invocation; give one, e.g. [\"/bin/cat\"]",
+            ));
+        }
+        Ok(())
+    }
+
+    fn create(&self, spec: &FunctionSpec) -> BoxFuture<'static, Result<ContainerInfo, ActorError>> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}@{n}", spec.name);
+        let dir = self.parent.join(&id);
+        let function = spec.name.clone();
+        let result = (|| {
+            fs::create_dir(&dir).map_err(|e| ActorError::cgroup("create", &dir, e))?;
+            let ino = fs::metadata(&dir)
+                .map_err(|e| ActorError::cgroup("stat", &dir, e))?
+                .ino();
+            Ok(ContainerInfo {
+                id,
+                function,
+                cgroup: CgroupRef {
+                    id: CgroupId(ino),
+                    path: Some(dir.clone()),
+                },
+            })
+        })();
+        futures::future::ready(result).boxed()
+    }
+
+    fn destroy(&self, container: &ContainerInfo) -> Result<(), ActorError> {
+        match &container.cgroup.path {
+            Some(dir) => remove_cgroup(dir),
+            None => Ok(()),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
+        let entries =
+            fs::read_dir(&self.parent).map_err(|e| ActorError::cgroup("list", &self.parent, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| ActorError::cgroup("list", &self.parent, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((function, _)) = name.rsplit_once('@') else {
+                continue;
+            };
+            let path = entry.path();
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
+            }
+            out.push(ContainerInfo {
+                function: function.to_string(),
+                id: name,
+                cgroup: CgroupRef {
+                    id: CgroupId(meta.ino()),
+                    path: Some(path),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        container: &Container,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, ActorError>> {
+        let spec = Arc::clone(&container.spec);
+        let id = container.info.id.clone();
+        let dir = container
+            .info
+            .cgroup
+            .path
+            .clone()
+            .expect("local containers have a directory");
+        let enforcement = container.enforcement.clone();
+        let group = container.group.name.clone();
+        async move {
+            let spawn_err = |source| ActorError::Spawn {
+                function: spec.name.clone(),
+                command: spec.command.clone(),
+                container: id.clone(),
+                source,
+            };
+            // Open every cgroup.procs the child must join before forking.
+            let mut joins: Vec<File> = Vec::new();
+            for procs in
+                std::iter::once(dir.join("cgroup.procs")).chain(enforcement.join.iter().cloned())
+            {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&procs)
+                    .map_err(|e| ActorError::cgroup("open", &procs, e))?;
+                joins.push(f);
+            }
+            let fds: Vec<RawFd> = joins.iter().map(|f| f.as_raw_fd()).collect();
+            let sched_ext = enforcement.sched_ext;
+
+            let mut cmd = tokio::process::Command::new(&spec.command[0]);
+            cmd.args(&spec.command[1..])
+                .envs(&spec.env)
+                .env("CORRAL_FUNCTION", &spec.name)
+                .env("CORRAL_CONTAINER", &id)
+                .env("CORRAL_GROUP", &group)
+                .env(
+                    "CORRAL_CPUS",
+                    crate::config::format_cpu_list(&enforcement.cpus),
+                )
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            // SAFETY: the closure only makes async-signal-safe calls (getpid, write, syscall)
+            // on memory prepared before the fork.
+            unsafe {
+                cmd.pre_exec(move || join_cgroups_and_policy(&fds, sched_ext));
+            }
+            let mut child = cmd.spawn().map_err(spawn_err)?;
+            drop(joins);
+            let stdin = child.stdin.take();
+            let feed = async move {
+                if let Some(mut stdin) = stdin {
+                    // A function that ignores its input closes the pipe early; that is fine.
+                    let _ = stdin.write_all(&payload).await;
+                }
+            };
+            let (_, output) = tokio::join!(feed, child.wait_with_output());
+            let output = output.map_err(spawn_err)?;
+            if output.status.success() {
+                Ok(output.stdout)
+            } else {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+                Err(ActorError::FunctionFailed {
+                    function: spec.name.clone(),
+                    container: id,
+                    status: output.status.to_string(),
+                    stderr: tail.trim().to_string(),
+                })
+            }
+        }
+        .boxed()
+    }
+
+    fn close(&self) -> Result<(), ActorError> {
+        for leftover in self.list()? {
+            self.destroy(&leftover)?;
+        }
+        if self.created_parent {
+            remove_cgroup(&self.parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// `struct sched_attr` (VER0 layout) for `sched_setattr(2)`.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+}
+
+/// Runs in the child between fork and exec: writes the child's pid into each `cgroup.procs` fd
+/// and, if asked, switches it to `SCHED_EXT`. Async-signal-safe: no allocation, no locks.
+fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: bool) -> io::Result<()> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut buf = [0u8; 16];
+    let mut n = pid as u32;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &fd in fds {
+        // SAFETY: fd is open for writing (held by the parent across the fork); buf[i..] is valid.
+        let rc = unsafe { libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if sched_ext {
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            sched_policy: SCHED_EXT,
+            sched_flags: 0,
+            sched_nice: 0,
+            sched_priority: 0,
+            sched_runtime: 0,
+            sched_deadline: 0,
+            sched_period: 0,
+        };
+        // SAFETY: attr is a valid sched_attr of the size it declares; pid 0 means this task.
+        let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,591 @@
+//! The ContainerManager actor: owns the containers of every function (a warm pool with
+//! keep-alive and a maximum per function; cold starts through a [`ContainerBackend`]), and
+//! enforces the lease's group on each container before handing it out.
+//!
+//! - **State**: the registered functions, the warm pools, and a ledger of containers out of the
+//!   pool (handed out, or being destroyed), each with a weak reference to the container's
+//!   checkout token. The backend's container list plus the ledger are the source of truth:
+//!   `restarting()` rebuilds the pools from them, and any container whose token died without
+//!   being returned (a dropped future, a panic) is adopted back into its pool.
+//! - **Messages**: [`RegisterFunction`], [`AcquireContainer`], [`ReleaseContainer`],
+//!   [`ReapIdle`], [`DrainContainers`], [`ReportPool`].
+//! - **Senders**: the runtime (register, acquire, release, drain at shutdown, report), the
+//!   manager itself (`ReapIdle` every reap period; `ReleaseContainer` when an enforcement fails).
+//!   It sends `EnforceGroup` and `RemoveEnforcement` to the [`MapWriter`].
+//!
+//! Ordering guarantees: a container is handed out only after the map writer acknowledged its
+//! enforcement; on release the container goes back to the pool (or is destroyed) before the
+//! lease's permit is released, so a waiting invocation finds it warm.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, ResponseFuture, Supervised};
+
+use crate::config::{CpuGroup, FunctionSpec, PoolConfig};
+use crate::container_backend::{
+    CheckoutToken, Container, ContainerBackend, ContainerInfo, Enforcement,
+};
+use crate::error::ActorError;
+use crate::map_writer::MapWriter;
+use crate::messages::{
+    AcquireContainer, DrainContainers, EnforceGroup, LeasedContainer, PoolReport, ReapIdle,
+    RegisterFunction, ReleaseContainer, RemoveEnforcement, ReportPool, StartKind,
+};
+use crate::supervision::{guard, points, Failpoints};
+use crate::telemetry::{ActorKind, JournalEvent, Telemetry};
+
+const NAME: &str = "container manager";
+
+/// The registered functions, shared with the runtime so it can reject unknown functions
+/// before taking a lease.
+#[derive(Debug, Default)]
+pub struct FunctionRegistry(RwLock<HashMap<String, Arc<FunctionSpec>>>);
+
+impl FunctionRegistry {
+    /// The spec of `function`.
+    pub fn get(&self, function: &str) -> Option<Arc<FunctionSpec>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function)
+            .cloned()
+    }
+
+    /// Registered function names.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn insert(&self, spec: FunctionSpec) -> Result<(), ActorError> {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(&spec.name) {
+            return Err(ActorError::DuplicateFunction {
+                function: spec.name,
+            });
+        }
+        map.insert(spec.name.clone(), Arc::new(spec));
+        Ok(())
+    }
+}
+
+/// An idle container in a warm pool.
+#[derive(Debug)]
+struct Idle {
+    info: ContainerInfo,
+    since: Instant,
+}
+
+/// A container out of the pool.
+#[derive(Debug)]
+struct Checkout {
+    info: ContainerInfo,
+    token: Weak<CheckoutToken>,
+}
+
+type Ledger = Arc<Mutex<HashMap<String, Checkout>>>;
+
+/// Owns the containers.
+#[derive(Debug)]
+pub struct ContainerManager {
+    backend: Arc<dyn ContainerBackend>,
+    functions: Arc<FunctionRegistry>,
+    groups: Vec<CpuGroup>,
+    pool_config: PoolConfig,
+    map_writer: Addr<MapWriter>,
+    pools: BTreeMap<String, VecDeque<Idle>>,
+    ledger: Ledger,
+    telemetry: Arc<Telemetry>,
+    failpoints: Arc<Failpoints>,
+}
+
+impl ContainerManager {
+    /// A manager creating containers through `backend` and enforcing through `map_writer`.
+    pub fn new(
+        backend: Arc<dyn ContainerBackend>,
+        functions: Arc<FunctionRegistry>,
+        groups: Vec<CpuGroup>,
+        pool_config: PoolConfig,
+        map_writer: Addr<MapWriter>,
+        telemetry: Arc<Telemetry>,
+        failpoints: Arc<Failpoints>,
+    ) -> Result<Self, ActorError> {
+        pool_config.validate()?;
+        Ok(ContainerManager {
+            backend,
+            functions,
+            groups,
+            pool_config,
+            map_writer,
+            pools: BTreeMap::new(),
+            ledger: Arc::new(Mutex::new(HashMap::new())),
+            telemetry,
+            failpoints,
+        })
+    }
+}
+
+fn lock(ledger: &Ledger) -> std::sync::MutexGuard<'_, HashMap<String, Checkout>> {
+    ledger.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ContainerManager {
+    fn max_warm(&self, function: &str) -> usize {
+        self.functions
+            .get(function)
+            .and_then(|s| s.max_warm)
+            .unwrap_or(self.pool_config.max_warm)
+    }
+
+    fn keep_alive(&self, function: &str) -> Duration {
+        Duration::from_millis(
+            self.functions
+                .get(function)
+                .and_then(|s| s.keep_alive_ms)
+                .unwrap_or(self.pool_config.keep_alive_ms),
+        )
+    }
+
+    fn publish_gauges(&self) {
+        let warm: usize = self.pools.values().map(VecDeque::len).sum();
+        self.telemetry
+            .warm_containers
+            .store(warm, Ordering::Relaxed);
+        self.telemetry
+            .live_containers
+            .store(warm + lock(&self.ledger).len(), Ordering::Relaxed);
+    }
+
+    /// Rebuilds the pools from the backend's containers and the ledger: a container in the
+    /// ledger whose token is alive is out of the pool; every other container is idle.
+    fn rebuild(&mut self) -> Result<(), ActorError> {
+        let containers = self.backend.list()?;
+        let now = Instant::now();
+        let mut ledger = lock(&self.ledger);
+        ledger.retain(|_, c| c.token.strong_count() > 0);
+        self.pools.clear();
+        for info in containers {
+            if ledger.contains_key(&info.id) {
+                continue;
+            }
+            self.pools
+                .entry(info.function.clone())
+                .or_default()
+                .push_back(Idle { info, since: now });
+        }
+        drop(ledger);
+        self.publish_gauges();
+        Ok(())
+    }
+
+    /// Moves containers whose token died without a release back into their pools.
+    fn adopt_orphans(&mut self) {
+        let orphans: Vec<ContainerInfo> = {
+            let mut ledger = lock(&self.ledger);
+            let dead: Vec<String> = ledger
+                .iter()
+                .filter(|(_, c)| c.token.strong_count() == 0)
+                .map(|(id, _)| id.clone())
+                .collect();
+            dead.into_iter()
+                .filter_map(|id| ledger.remove(&id))
+                .map(|c| c.info)
+                .collect()
+        };
+        for info in orphans {
+            tracing::warn!(
+                container = info.id,
+                "adopting a container that was never returned"
+            );
+            self.pools
+                .entry(info.function.clone())
+                .or_default()
+                .push_back(Idle {
+                    info,
+                    since: Instant::now(),
+                });
+        }
+    }
+
+    /// Destroys `victims` (enforcement first, then the container), keeping each in the ledger
+    /// under a live token until it is gone so that a restart does not adopt it meanwhile.
+    fn destroy_all(
+        &mut self,
+        victims: Vec<ContainerInfo>,
+    ) -> ResponseFuture<Result<usize, ActorError>> {
+        let token = Arc::new(CheckoutToken);
+        {
+            let mut ledger = lock(&self.ledger);
+            for info in &victims {
+                ledger.insert(
+                    info.id.clone(),
+                    Checkout {
+                        info: info.clone(),
+                        token: Arc::downgrade(&token),
+                    },
+                );
+            }
+        }
+        let (backend, ledger, writer, telemetry) = (
+            Arc::clone(&self.backend),
+            Arc::clone(&self.ledger),
+            self.map_writer.clone(),
+            Arc::clone(&self.telemetry),
+        );
+        Box::pin(async move {
+            let _alive = token;
+            let mut destroyed = 0;
+            let mut first_error = None;
+            for info in victims {
+                let result = destroy_one(&*backend, &writer, &info).await;
+                lock(&ledger).remove(&info.id);
+                match result {
+                    Ok(()) => {
+                        destroyed += 1;
+                        telemetry
+                            .containers_destroyed
+                            .fetch_add(1, Ordering::Relaxed);
+                        telemetry.live_containers.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::error!(container = info.id, error = %e, "cannot destroy container");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(destroyed),
+            }
+        })
+    }
+}
+
+/// Removes a container's enforcement, then destroys it.
+async fn destroy_one(
+    backend: &dyn ContainerBackend,
+    writer: &Addr<MapWriter>,
+    info: &ContainerInfo,
+) -> Result<(), ActorError> {
+    writer
+        .send(RemoveEnforcement {
+            cgroup: info.cgroup.clone(),
+        })
+        .await
+        .map_err(ActorError::mailbox("map writer", "RemoveEnforcement"))??;
+    backend.destroy(info)
+}
+
+impl Actor for ContainerManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Err(e) = self.rebuild() {
+            tracing::error!(error = %e, "cannot list the backend's containers");
+        }
+        ctx.run_interval(
+            Duration::from_millis(self.pool_config.reap_period_ms),
+            |_, ctx| {
+                ctx.notify(ReapIdle);
+            },
+        );
+    }
+}
+
+impl Supervised for ContainerManager {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.telemetry.count_restart(ActorKind::ContainerManager);
+        // `started()` runs next and rebuilds the pools from the backend and the ledger.
+        self.pools.clear();
+    }
+}
+
+/// Registers a function after checking it against the backend.
+impl Handler<RegisterFunction> for ContainerManager {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, msg: RegisterFunction, ctx: &mut Context<Self>) -> Self::Result {
+        guard::<Self, _, _>(NAME, "RegisterFunction", ctx, || {
+            msg.spec.validate()?;
+            self.backend.check_function(&msg.spec)?;
+            self.functions.insert(msg.spec)
+        })
+    }
+}
+
+/// Hands out a warm or cold container, enforced onto the lease's group.
+impl Handler<AcquireContainer> for ContainerManager {
+    type Result = ResponseFuture<Result<LeasedContainer, ActorError>>;
+
+    fn handle(&mut self, msg: AcquireContainer, ctx: &mut Context<Self>) -> Self::Result {
+        let me = ctx.address();
+        let lease = msg.lease;
+        let function = msg.function;
+        let prepared = guard::<Self, _, _>(NAME, "AcquireContainer", ctx, || {
+            self.failpoints.hit(points::ACQUIRE_CONTAINER);
+            let spec =
+                self.functions
+                    .get(&function)
+                    .ok_or_else(|| ActorError::UnknownFunction {
+                        function: function.clone(),
+                    })?;
+            let group = self
+                .groups
+                .get(lease.group().0 as usize)
+                .cloned()
+                .ok_or_else(|| {
+                    ActorError::invalid("lease.group", lease.group(), "no such group")
+                })?;
+            // Most recently used first, so the oldest idle containers age out.
+            let warm = self.pools.get_mut(&function).and_then(VecDeque::pop_back);
+            let token = Arc::new(CheckoutToken);
+            if let Some(idle) = &warm {
+                lock(&self.ledger).insert(
+                    idle.info.id.clone(),
+                    Checkout {
+                        info: idle.info.clone(),
+                        token: Arc::downgrade(&token),
+                    },
+                );
+                self.publish_gauges();
+            }
+            Ok((spec, group, warm.map(|i| i.info), token))
+        });
+        let (backend, ledger, writer, telemetry) = (
+            Arc::clone(&self.backend),
+            Arc::clone(&self.ledger),
+            self.map_writer.clone(),
+            Arc::clone(&self.telemetry),
+        );
+        Box::pin(async move {
+            let (spec, group, warm, token) = prepared?;
+            let (info, start, cold_start) = match warm {
+                Some(info) => {
+                    telemetry.warm_starts.fetch_add(1, Ordering::Relaxed);
+                    (info, StartKind::Warm, Duration::ZERO)
+                }
+                None => {
+                    let t = Instant::now();
+                    let info = backend.create(&spec).await?;
+                    lock(&ledger).insert(
+                        info.id.clone(),
+                        Checkout {
+                            info: info.clone(),
+                            token: Arc::downgrade(&token),
+                        },
+                    );
+                    telemetry.cold_starts.fetch_add(1, Ordering::Relaxed);
+                    telemetry.live_containers.fetch_add(1, Ordering::Relaxed);
+                    (info, StartKind::Cold, t.elapsed())
+                }
+            };
+            let t = Instant::now();
+            let acked = writer
+                .send(EnforceGroup {
+                    cgroup: info.cgroup.clone(),
+                    group: group.id,
+                })
+                .await
+                .map_err(ActorError::mailbox("map writer", "EnforceGroup"))
+                .and_then(|r| r);
+            let enforcement_time = t.elapsed();
+            match acked {
+                Ok(enforcement) => {
+                    telemetry.record(JournalEvent::ContainerHandedOut {
+                        cgroup: info.cgroup.id.0,
+                        lease: lease.id(),
+                    });
+                    Ok(LeasedContainer {
+                        container: Container {
+                            info,
+                            spec,
+                            group,
+                            enforcement,
+                            token,
+                        },
+                        lease,
+                        start,
+                        cold_start,
+                        enforcement: enforcement_time,
+                    })
+                }
+                Err(e) => {
+                    // Never hand out an unenforced container. Return it through the normal
+                    // path (container first, then the permit); it is re-enforced on its next
+                    // acquisition, so the unused acknowledgement below is never acted on.
+                    let unenforced = Enforcement {
+                        cgroup: info.cgroup.id,
+                        group: group.id,
+                        cpus: Vec::new(),
+                        sched_ext: false,
+                        join: Vec::new(),
+                        commit_time: Duration::ZERO,
+                    };
+                    me.do_send(ReleaseContainer {
+                        container: Container {
+                            info,
+                            spec,
+                            group,
+                            enforcement: unenforced,
+                            token,
+                        },
+                        lease,
+                    });
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// Returns a container to its pool (or destroys it when the pool is full), then releases the
+/// lease's permit.
+impl Handler<ReleaseContainer> for ContainerManager {
+    type Result = ResponseFuture<Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: ReleaseContainer, ctx: &mut Context<Self>) -> Self::Result {
+        let outcome = guard::<Self, _, _>(NAME, "ReleaseContainer", ctx, || {
+            self.failpoints.hit(points::RELEASE_CONTAINER);
+            let ReleaseContainer { container, lease } = msg;
+            let function = container.info.function.clone();
+            let cgroup = container.info.cgroup.id.0;
+            let keep = self.functions.get(&function).is_some()
+                && self.pools.get(&function).map_or(0, VecDeque::len) < self.max_warm(&function);
+            if keep {
+                lock(&self.ledger).remove(&container.info.id);
+                self.pools.entry(function).or_default().push_back(Idle {
+                    info: container.info.clone(),
+                    since: Instant::now(),
+                });
+                self.publish_gauges();
+                self.telemetry.record(JournalEvent::ContainerReturned {
+                    cgroup,
+                    lease: lease.id(),
+                });
+                drop(container);
+                drop(lease);
+                Ok(None)
+            } else {
+                Ok(Some((container, lease)))
+            }
+        });
+        match outcome {
+            Err(e) => Box::pin(futures::future::ready(Err(e))),
+            Ok(None) => Box::pin(futures::future::ready(Ok(()))),
+            Ok(Some((container, lease))) => {
+                let info = container.info.clone();
+                let telemetry = Arc::clone(&self.telemetry);
+                let destroy = self.destroy_all(vec![info.clone()]);
+                Box::pin(async move {
+                    let result = destroy.await.map(|_| ());
+                    telemetry.record(JournalEvent::ContainerReturned {
+                        cgroup: info.cgroup.id.0,
+                        lease: lease.id(),
+                    });
+                    drop(container);
+                    drop(lease);
+                    result
+                })
+            }
+        }
+    }
+}
+
+/// Destroys idle containers past their keep-alive and adopts lost ones.
+impl Handler<ReapIdle> for ContainerManager {
+    type Result = ResponseFuture<Result<usize, ActorError>>;
+
+    fn handle(&mut self, _msg: ReapIdle, ctx: &mut Context<Self>) -> Self::Result {
+        let victims = guard::<Self, _, _>(NAME, "ReapIdle", ctx, || {
+            self.adopt_orphans();
+            let now = Instant::now();
+            let mut victims = Vec::new();
+            let functions: Vec<String> = self.pools.keys().cloned().collect();
+            for function in functions {
+                let keep_alive = self.keep_alive(&function);
+                if let Some(pool) = self.pools.get_mut(&function) {
+                    while pool
+                        .front()
+                        .is_some_and(|i| now.duration_since(i.since) >= keep_alive)
+                    {
+                        victims.extend(pool.pop_front().map(|i| i.info));
+                    }
+                }
+            }
+            self.publish_gauges();
+            Ok(victims)
+        });
+        match victims {
+            Err(e) => Box::pin(futures::future::ready(Err(e))),
+            Ok(v) if v.is_empty() => Box::pin(futures::future::ready(Ok(0))),
+            Ok(v) => self.destroy_all(v),
+        }
+    }
+}
+
+/// Destroys every container not in use, then closes the backend if none is in use.
+impl Handler<DrainContainers> for ContainerManager {
+    type Result = ResponseFuture<Result<usize, ActorError>>;
+
+    fn handle(&mut self, _msg: DrainContainers, ctx: &mut Context<Self>) -> Self::Result {
+        let victims = guard::<Self, _, _>(NAME, "DrainContainers", ctx, || {
+            self.adopt_orphans();
+            self.pools.clear();
+            let busy: Vec<String> = lock(&self.ledger).keys().cloned().collect();
+            let victims: Vec<ContainerInfo> = self
+                .backend
+                .list()?
+                .into_iter()
+                .filter(|i| !busy.contains(&i.id))
+                .collect();
+            self.publish_gauges();
+            Ok((victims, busy.is_empty()))
+        });
+        match victims {
+            Err(e) => Box::pin(futures::future::ready(Err(e))),
+            Ok((victims, close)) => {
+                let destroy = self.destroy_all(victims);
+                let backend = Arc::clone(&self.backend);
+                Box::pin(async move {
+                    let n = destroy.await?;
+                    if close {
+                        backend.close()?;
+                    }
+                    Ok(n)
+                })
+            }
+        }
+    }
+}
+
+/// Reports the pools.
+impl Handler<ReportPool> for ContainerManager {
+    type Result = Result<PoolReport, ActorError>;
+
+    fn handle(&mut self, _msg: ReportPool, ctx: &mut Context<Self>) -> Self::Result {
+        guard::<Self, _, _>(NAME, "ReportPool", ctx, || {
+            Ok(PoolReport {
+                warm: self
+                    .pools
+                    .iter()
+                    .filter(|(_, p)| !p.is_empty())
+                    .map(|(f, p)| (f.clone(), p.len()))
+                    .collect(),
+                in_use: lock(&self.ledger)
+                    .values()
+                    .filter(|c| c.token.strong_count() > 0)
+                    .count(),
+            })
+        })
+    }
+}

@@ -1,0 +1,194 @@
+//! The one error type of corral-actors. Every request to an actor answers
+//! `Result<T, ActorError>`; each variant names the value at fault and, where there is one, the fix.
+//! Expected failures on the invocation path (queue timeout, unknown function, shutdown) have their
+//! own variants so callers match on them rather than on strings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A boxed error from a pluggable backend (a map backend, a scheduler driver).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    /// A configuration value failed validation.
+    #[error("invalid configuration `{key}` = {value:?}: {reason}")]
+    InvalidConfig {
+        /// The configuration key, e.g. `groups[1].cpus`.
+        key: String,
+        /// The offending value as written.
+        value: String,
+        /// Why it is wrong and how to fix it.
+        reason: String,
+    },
+    /// A function was invoked or looked up before being registered.
+    #[error("function `{function}` is not registered; register it before invoking it")]
+    UnknownFunction {
+        /// The function name.
+        function: String,
+    },
+    /// A function was registered twice.
+    #[error("function `{function}` is already registered")]
+    DuplicateFunction {
+        /// The function name.
+        function: String,
+    },
+    /// The `pinned` policy has no group for this function and no default group.
+    #[error(
+        "function `{function}` has no group under the `pinned` policy; add it to \
+         `placement.pinned` or set `placement.default_group`"
+    )]
+    UnpinnedFunction {
+        /// The function name.
+        function: String,
+    },
+    /// The inflight limit stayed full for the whole queue timeout.
+    #[error(
+        "no lease for `{function}` within {waited:?}: the inflight limit ({limit}) stayed full"
+    )]
+    QueueTimeout {
+        /// The function name.
+        function: String,
+        /// How long the request waited.
+        waited: Duration,
+        /// The inflight limit at the time.
+        limit: usize,
+    },
+    /// The runtime is shutting down and admits no new work.
+    #[error("the runtime is shutting down; no new work is admitted")]
+    ShuttingDown,
+    /// An actor's mailbox could not deliver or answer the request (it stopped for good, or it
+    /// was restarted while the request was in its hands).
+    #[error("the {actor} did not answer {message}")]
+    ActorUnavailable {
+        /// The actor asked.
+        actor: &'static str,
+        /// The message sent.
+        message: &'static str,
+        /// The mailbox failure.
+        #[source]
+        source: actix::MailboxError,
+    },
+    /// A handler panicked; the actor has been stopped and its supervisor restarts it.
+    #[error("the {actor} panicked while handling {message} ({detail}); it is being restarted")]
+    HandlerPanicked {
+        /// The actor that panicked.
+        actor: &'static str,
+        /// The message it was handling.
+        message: &'static str,
+        /// The panic payload, when it was a string.
+        detail: String,
+    },
+    /// A cgroup file-system operation failed.
+    #[error("cannot {action} `{path}`")]
+    Cgroup {
+        /// What was attempted (`create`, `remove`, `write cpuset.cpus to`, ...).
+        action: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A function's command could not be started.
+    #[error("cannot start function `{function}` ({command:?}) in container `{container}`")]
+    Spawn {
+        /// The function name.
+        function: String,
+        /// The command line.
+        command: Vec<String>,
+        /// The container it was to run in.
+        container: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A function ran and failed.
+    #[error("function `{function}` in container `{container}` exited with {status}: {stderr}")]
+    FunctionFailed {
+        /// The function name.
+        function: String,
+        /// The container it ran in.
+        container: String,
+        /// The exit status as the OS reported it.
+        status: String,
+        /// The tail of its standard error.
+        stderr: String,
+    },
+    /// A map backend could not commit or remove an enforcement, or publish groups.
+    #[error("the {backend} map backend failed to {operation}")]
+    MapBackend {
+        /// The backend (`bpf`, `cpuset`, `memory`).
+        backend: &'static str,
+        /// What it was doing, naming the cgroup and group.
+        operation: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// sched_ext cannot run here.
+    #[error("sched_ext is unavailable: {reasons}")]
+    SchedExtUnavailable {
+        /// Every reason found, joined.
+        reasons: String,
+    },
+    /// The scheduler driver failed.
+    #[error("the scheduler failed to {operation}")]
+    Scheduler {
+        /// `attach`, `detach`, ...
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// CPU pressure could not be read.
+    #[error("cannot read CPU pressure from `{path}`")]
+    Pressure {
+        /// `/proc/pressure/cpu` or `/proc/loadavg`.
+        path: PathBuf,
+        /// The OS or parse error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ActorError {
+    /// Builds an [`ActorError::InvalidConfig`].
+    pub fn invalid(
+        key: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
+        ActorError::InvalidConfig {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Maps a mailbox failure of `actor` answering `message`.
+    pub fn mailbox(
+        actor: &'static str,
+        message: &'static str,
+    ) -> impl FnOnce(actix::MailboxError) -> Self {
+        move |source| ActorError::ActorUnavailable {
+            actor,
+            message,
+            source,
+        }
+    }
+
+    /// Builds an [`ActorError::Cgroup`].
+    pub fn cgroup(
+        action: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        ActorError::Cgroup {
+            action: action.into(),
+            path: path.into(),
+            source,
+        }
+    }
+}

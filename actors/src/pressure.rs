@@ -1,0 +1,124 @@
+//! Where `monitor_load` reads CPU pressure: `/proc/pressure/cpu` (`some avg10`, the share of
+//! time runnable tasks waited for a CPU) where the kernel has PSI, else `/proc/loadavg` (the
+//! 1-minute load over the online CPUs, as a percentage). The source is a trait so tests inject
+//! scripted pressure and stay deterministic.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use crate::config::PressureSourceKind;
+use crate::error::ActorError;
+
+/// A source of CPU pressure samples, in percent.
+pub trait PressureSource: Send + Debug + 'static {
+    /// Takes one sample.
+    fn sample(&mut self) -> Result<f64, ActorError>;
+    /// What it reads, for logs.
+    fn describe(&self) -> String;
+}
+
+/// `/proc/pressure/cpu`, `some avg10`.
+#[derive(Debug)]
+pub struct PsiPressure {
+    path: PathBuf,
+}
+
+impl PsiPressure {
+    /// Reads `path` (normally `/proc/pressure/cpu`).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        PsiPressure { path: path.into() }
+    }
+}
+
+impl PressureSource for PsiPressure {
+    fn sample(&mut self) -> Result<f64, ActorError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ActorError::Pressure {
+            path: self.path.clone(),
+            source,
+        })?;
+        parse_psi_some_avg10(&text).ok_or_else(|| ActorError::Pressure {
+            path: self.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no `some avg10=` field in {text:?}"),
+            ),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (some avg10)", self.path.display())
+    }
+}
+
+/// Extracts `some avg10` from PSI text.
+pub fn parse_psi_some_avg10(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("avg10="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `/proc/loadavg`: 1-minute load × 100 / online CPUs.
+#[derive(Debug)]
+pub struct LoadAvgPressure {
+    path: PathBuf,
+    cpus: usize,
+}
+
+impl LoadAvgPressure {
+    /// Reads `path` (normally `/proc/loadavg`) and scales by `cpus`.
+    pub fn new(path: impl Into<PathBuf>, cpus: usize) -> Self {
+        LoadAvgPressure {
+            path: path.into(),
+            cpus: cpus.max(1),
+        }
+    }
+}
+
+impl PressureSource for LoadAvgPressure {
+    fn sample(&mut self) -> Result<f64, ActorError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ActorError::Pressure {
+            path: self.path.clone(),
+            source,
+        })?;
+        let load: f64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ActorError::Pressure {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("unparsable {text:?}"),
+                ),
+            })?;
+        Ok(load * 100.0 / self.cpus as f64)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (1-minute load over {} CPUs)",
+            self.path.display(),
+            self.cpus
+        )
+    }
+}
+
+/// Opens the configured source: PSI where `/proc/pressure/cpu` is readable (for `auto`), else
+/// the load average.
+pub fn open_source(kind: PressureSourceKind) -> Box<dyn PressureSource> {
+    let psi = PsiPressure::new("/proc/pressure/cpu");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match kind {
+        PressureSourceKind::Psi => Box::new(psi),
+        PressureSourceKind::Loadavg => Box::new(LoadAvgPressure::new("/proc/loadavg", cpus)),
+        PressureSourceKind::Auto => {
+            let mut probe = PsiPressure::new("/proc/pressure/cpu");
+            if probe.sample().is_ok() {
+                Box::new(psi)
+            } else {
+                Box::new(LoadAvgPressure::new("/proc/loadavg", cpus))
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The runtime's configuration, as the CLI loads it from TOML and a worker builds it in code.
+//! [`RuntimeConfig::validate`] checks everything up front and names the offending key, value
+//! and fix; groups are checked against the online CPUs.
+//!
+//! ```toml
+//! [[groups]]
+//! name = "latency"
+//! cpus = "0"
+//! [[groups]]
+//! name = "batch"
+//! cpus = "1"
+//! slice_us = 20000
+//!
+//! [limiter]
+//! initial = 4
+//! min = 1
+//! max = 8
+//!
+//! [placement]
+//! policy = "pinned"
+//! pinned = { resize = "latency" }
+//! default_group = "batch"
+//!
+//! [containers]
+//! backend = "local"
+//! cgroup_parent = "/sys/fs/cgroup/corral"
+//!
+//! [enforcement]
+//! backend = "auto"
+//!
+//! [[functions]]
+//! name = "resize"
+//! command = ["/usr/local/bin/resize"]
+//! ```
+
+use std::path::PathBuf;
+
+use corral_actors::config::{
+    online_cpus, validate_groups, CpuGroup, FunctionSpec, GroupConfig, LimiterConfig,
+    MonitorConfig, PlacementConfig, PoolConfig,
+};
+use corral_actors::container_backend::local::is_cgroup2;
+use corral_actors::ActorError;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RuntimeError;
+
+/// The whole runtime configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The CPU groups.
+    pub groups: Vec<GroupConfig>,
+    /// The inflight limiter.
+    #[serde(default)]
+    pub limiter: LimiterConfig,
+    /// `monitor_load`.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    /// The placement policy.
+    #[serde(default)]
+    pub placement: PlacementConfig,
+    /// Containers: backend and warm pool.
+    #[serde(default)]
+    pub containers: ContainersConfig,
+    /// Enforcement: map-writer backend and scheduler.
+    #[serde(default)]
+    pub enforcement: EnforcementConfig,
+    /// Functions registered at start (more can be registered later).
+    #[serde(default)]
+    pub functions: Vec<FunctionSpec>,
+}
+
+/// Which container backend runs functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerBackendKind {
+    /// cgroup v2 directories and real processes.
+    Local,
+    /// No processes (logic tests, simulations).
+    #[default]
+    Sim,
+}
+
+/// Containers: backend and warm pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersConfig {
+    /// `local` or `sim`.
+    #[serde(default)]
+    pub backend: ContainerBackendKind,
+    /// `local`: the cgroup v2 directory containers are created under (created if missing,
+    /// removed at shutdown if it was). Default: `corral` under the cgroup2 mount.
+    #[serde(default)]
+    pub cgroup_parent: Option<PathBuf>,
+    /// `sim`: simulated cold-start time in microseconds.
+    #[serde(default)]
+    pub sim_cold_start_us: u64,
+    /// How long an idle container stays warm.
+    #[serde(default = "default_keep_alive_ms")]
+    pub keep_alive_ms: u64,
+    /// The most idle containers kept per function.
+    #[serde(default = "default_max_warm")]
+    pub max_warm: usize,
+    /// How often idle containers are checked against the keep-alive.
+    #[serde(default = "default_reap_period_ms")]
+    pub reap_period_ms: u64,
+}
+
+fn default_keep_alive_ms() -> u64 {
+    PoolConfig::default().keep_alive_ms
+}
+fn default_max_warm() -> usize {
+    PoolConfig::default().max_warm
+}
+fn default_reap_period_ms() -> u64 {
+    PoolConfig::default().reap_period_ms
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        ContainersConfig {
+            backend: ContainerBackendKind::Sim,
+            cgroup_parent: None,
+            sim_cold_start_us: 0,
+            keep_alive_ms: default_keep_alive_ms(),
+            max_warm: default_max_warm(),
+            reap_period_ms: default_reap_period_ms(),
+        }
+    }
+}
+
+impl ContainersConfig {
+    /// The pool part.
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            keep_alive_ms: self.keep_alive_ms,
+            max_warm: self.max_warm,
+            reap_period_ms: self.reap_period_ms,
+        }
+    }
+
+    /// The cgroup parent: configured, or `corral` under the first cgroup2 mount.
+    pub fn resolved_cgroup_parent(&self) -> Result<PathBuf, ActorError> {
+        if let Some(p) = &self.cgroup_parent {
+            return Ok(p.clone());
+        }
+        cgroup2_mount().map(|m| m.join("corral")).ok_or_else(|| {
+            ActorError::invalid(
+                "containers.cgroup_parent",
+                "(unset)",
+                "no cgroup2 file system is mounted; mount one or set containers.cgroup_parent",
+            )
+        })
+    }
+}
+
+/// The first cgroup2 mount point in `/proc/mounts`.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(point))
+        })
+        .find(|p| is_cgroup2(p))
+}
+
+/// Which map-writer backend enforces groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnforcementKind {
+    /// `bpf` where sched_ext can run, else `cpuset` (and the runtime says why, once).
+    #[default]
+    Auto,
+    /// The scheduler's pinned maps, with threads switched to `SCHED_EXT`.
+    Bpf,
+    /// `cpuset.cpus` of the container's cgroup.
+    Cpuset,
+    /// In-memory maps (tests).
+    Memory,
+}
+
+/// Enforcement: map-writer backend and scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcementConfig {
+    /// The backend.
+    #[serde(default)]
+    pub backend: EnforcementKind,
+    /// `bpf`: where the maps are pinned.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// `bpf`: whether the runtime loads and attaches the scheduler itself (otherwise an
+    /// operator runs it and the runtime only writes the maps).
+    #[serde(default = "default_true")]
+    pub load_scheduler: bool,
+    /// `cpuset`: the v1 cpuset hierarchy, used where cgroup v2 cpuset is not enabled.
+    #[serde(default = "default_v1_root")]
+    pub cpuset_v1_root: PathBuf,
+    /// `cpuset`: the directory under the v1 root holding corral's cpusets.
+    #[serde(default = "default_cpuset_prefix")]
+    pub cpuset_prefix: String,
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/corral")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_v1_root() -> PathBuf {
+    PathBuf::from(corral_actors::map_backend::cpuset::DEFAULT_V1_ROOT)
+}
+fn default_cpuset_prefix() -> String {
+    "corral".to_string()
+}
+
+impl Default for EnforcementConfig {
+    fn default() -> Self {
+        EnforcementConfig {
+            backend: EnforcementKind::Auto,
+            pin_dir: default_pin_dir(),
+            load_scheduler: true,
+            cpuset_v1_root: default_v1_root(),
+            cpuset_prefix: default_cpuset_prefix(),
+        }
+    }
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    /// The raw configuration.
+    pub raw: RuntimeConfig,
+    /// The checked groups.
+    pub groups: Vec<CpuGroup>,
+}
+
+impl RuntimeConfig {
+    /// A configuration with `groups` and defaults for everything else.
+    pub fn with_groups(groups: Vec<GroupConfig>) -> Self {
+        RuntimeConfig {
+            groups,
+            limiter: LimiterConfig::default(),
+            monitor: MonitorConfig::default(),
+            placement: PlacementConfig::default(),
+            containers: ContainersConfig::default(),
+            enforcement: EnforcementConfig::default(),
+            functions: Vec::new(),
+        }
+    }
+
+    /// Parses TOML.
+    pub fn from_toml_str(text: &str) -> Result<Self, RuntimeError> {
+        toml::from_str(text).map_err(|source| RuntimeError::ConfigSyntax { source })
+    }
+
+    /// Checks every section against this machine's online CPUs.
+    pub fn validate(&self) -> Result<ValidatedConfig, RuntimeError> {
+        let online = online_cpus()?;
+        self.validate_against(&online)
+    }
+
+    /// Checks every section against `online` CPUs.
+    pub fn validate_against(&self, online: &[u32]) -> Result<ValidatedConfig, RuntimeError> {
+        let groups = validate_groups(&self.groups, online)?;
+        self.limiter.validate()?;
+        self.monitor.validate()?;
+        self.placement.validate(&groups)?;
+        self.containers.pool().validate()?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, f) in self.functions.iter().enumerate() {
+            f.validate().map_err(|e| match e {
+                ActorError::InvalidConfig { key, value, reason } => ActorError::InvalidConfig {
+                    key: key.replacen("functions", &format!("functions[{i}]"), 1),
+                    value,
+                    reason,
+                },
+                other => other,
+            })?;
+            if !names.insert(f.name.clone()) {
+                return Err(ActorError::invalid(
+                    format!("functions[{i}].name"),
+                    &f.name,
+                    "registered twice",
+                )
+                .into());
+            }
+        }
+        if self.enforcement.cpuset_prefix.is_empty() || self.enforcement.cpuset_prefix.contains('/')
+        {
+            return Err(ActorError::invalid(
+                "enforcement.cpuset_prefix",
+                &self.enforcement.cpuset_prefix,
+                "use one non-empty directory name",
+            )
+            .into());
+        }
+        Ok(ValidatedConfig {
+            raw: self.clone(),
+            groups,
+        })
+    }
+}

@@ -1,0 +1,328 @@
+//! [`RuntimeHandle`]: what a worker holds. It is `Clone + Send + Sync` and works from any tokio
+//! runtime (or none, for the synchronous parts): register functions, invoke them, read a
+//! statistics snapshot, and shut down gracefully.
+//!
+//! Thread hops: `invoke` costs two (worker → actix, actix → worker); `stats` costs none (it
+//! reads shared counters); `register` costs two.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use actix::{ArbiterHandle, System};
+use corral_actors::bpf_loader::SchedulerStatus;
+use corral_actors::config::GroupId;
+use corral_actors::config::{CpuGroup, FunctionSpec};
+use corral_actors::container_backend::CgroupId;
+use corral_actors::messages::{
+    ClearEnforcements, CloseAdmission, DrainContainers, GetSchedulerStatus, ListEnforcements,
+    PoolReport, RegisterFunction, ReportPool, StopScheduler,
+};
+use corral_actors::telemetry::{ActorKind, JournalEvent};
+use corral_actors::ActorError;
+use tokio::sync::{oneshot, Notify};
+
+use crate::error::RuntimeError;
+use crate::invocation::{self, InvocationResult};
+use crate::runtime::Shared;
+use crate::stats::{ActorRestarts, GroupSnapshot, ShutdownReport, StatsSnapshot};
+
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// Counts invocations in progress so shutdown can wait for them.
+#[derive(Debug, Default)]
+struct Drain {
+    in_progress: AtomicUsize,
+    idle: Notify,
+}
+
+/// One invocation in progress; dropping it (after the reply) lets shutdown proceed.
+#[derive(Debug)]
+struct InProgress(Arc<Drain>);
+
+impl InProgress {
+    fn enter(drain: &Arc<Drain>) -> Self {
+        drain.in_progress.fetch_add(1, Ordering::AcqRel);
+        InProgress(Arc::clone(drain))
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if self.0.in_progress.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    system: System,
+    arbiter: ArbiterHandle,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    exited: Mutex<Option<oneshot::Receiver<()>>>,
+    state: AtomicU8,
+    drain: Arc<Drain>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.state.load(Ordering::Acquire) != STOPPED {
+            tracing::warn!("the last RuntimeHandle was dropped without shutdown(); stopping the actix System without cleanup");
+            self.system.stop();
+        }
+    }
+}
+
+/// The worker's handle on a running runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeHandle {
+    inner: Arc<Inner>,
+}
+
+impl RuntimeHandle {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        system: System,
+        arbiter: ArbiterHandle,
+        thread: JoinHandle<()>,
+        exited: oneshot::Receiver<()>,
+    ) -> Self {
+        RuntimeHandle {
+            inner: Arc::new(Inner {
+                shared,
+                system,
+                arbiter,
+                thread: Mutex::new(Some(thread)),
+                exited: Mutex::new(Some(exited)),
+                state: AtomicU8::new(RUNNING),
+                drain: Arc::new(Drain::default()),
+            }),
+        }
+    }
+
+    fn check_running(&self) -> Result<(), RuntimeError> {
+        match self.inner.state.load(Ordering::Acquire) {
+            RUNNING => Ok(()),
+            DRAINING => Err(ActorError::ShuttingDown.into()),
+            _ => Err(RuntimeError::Stopped),
+        }
+    }
+
+    /// Runs `fut` on the actix thread and awaits its answer (two thread hops).
+    async fn on_actix<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.inner.arbiter.spawn(async move {
+            let _ = tx.send(fut.await);
+        }) {
+            return Err(RuntimeError::Stopped);
+        }
+        rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Registers a function so it can be invoked.
+    pub async fn register(&self, spec: FunctionSpec) -> Result<(), RuntimeError> {
+        self.check_running()?;
+        let containers = self.inner.shared.containers.clone();
+        let answer = self
+            .on_actix(async move { containers.send(RegisterFunction { spec }).await })
+            .await?;
+        Ok(answer.map_err(ActorError::mailbox("container manager", "RegisterFunction"))??)
+    }
+
+    /// Invokes `function` with `payload`: lease, container, enforcement, run, release. The work
+    /// continues to completion on the actix thread even if the caller stops awaiting.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<InvocationResult, RuntimeError> {
+        self.check_running()?;
+        let in_progress = InProgress::enter(&self.inner.drain);
+        let shared = Arc::clone(&self.inner.shared);
+        let function = function.to_string();
+        let payload = payload.into();
+        let caller = std::thread::current().id();
+        let submitted = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let spawned = self.inner.arbiter.spawn(async move {
+            let result = invocation::run(shared, function, payload, submitted, caller).await;
+            let _ = tx.send((result, Instant::now()));
+            drop(in_progress);
+        });
+        if !spawned {
+            return Err(RuntimeError::Stopped);
+        }
+        let (result, sent) = rx.await.map_err(|_| RuntimeError::Stopped)?;
+        let mut result = result?;
+        result.timings.reply = sent.elapsed();
+        result.timings.total = submitted.elapsed();
+        result.thread_hops +=
+            u32::from(std::thread::current().id() != self.inner.shared.actix_thread);
+        Ok(result)
+    }
+
+    /// A snapshot of the runtime's state, read without a message (no thread hop).
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.inner.shared;
+        let t = &s.telemetry;
+        StatsSnapshot {
+            limit: s.limiter.limit(),
+            in_flight: s.limiter.in_flight(),
+            max_in_flight: s.limiter.max_in_flight(),
+            available_permits: s.limiter.available(),
+            groups: s
+                .groups
+                .iter()
+                .zip(s.placement.loads())
+                .map(|(g, load)| GroupSnapshot {
+                    id: g.id,
+                    name: g.name.clone(),
+                    cpus: g.cpus.clone(),
+                    leases: load.get(),
+                })
+                .collect(),
+            invocations_completed: s.completed.load(Ordering::Relaxed),
+            invocations_failed: s.failed.load(Ordering::Relaxed),
+            queue_timeouts: t.queue_timeouts.load(Ordering::Relaxed),
+            cold_starts: t.cold_starts.load(Ordering::Relaxed),
+            warm_starts: t.warm_starts.load(Ordering::Relaxed),
+            containers_destroyed: t.containers_destroyed.load(Ordering::Relaxed),
+            warm_containers: t.warm_containers.load(Ordering::Relaxed),
+            live_containers: t.live_containers.load(Ordering::Relaxed),
+            enforcements_committed: t.enforcements_committed.load(Ordering::Relaxed),
+            enforcement_entries: t.enforcement_entries.load(Ordering::Relaxed),
+            limit_changes: t.limit_changes.load(Ordering::Relaxed),
+            restarts: ActorRestarts {
+                resource_tracker: t.restarts_of(ActorKind::ResourceTracker),
+                container_manager: t.restarts_of(ActorKind::ContainerManager),
+                map_writer: t.restarts_of(ActorKind::MapWriter),
+                bpf_loader: t.restarts_of(ActorKind::BpfLoader),
+            },
+            enforcement_backend: s.enforcement_backend,
+            sched_ext_unavailable: s.sched_ext_unavailable.clone(),
+            scheduler: s
+                .scheduler
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    /// The validated CPU groups.
+    pub fn groups(&self) -> &[CpuGroup] {
+        &self.inner.shared.groups
+    }
+
+    /// Registered function names.
+    pub fn functions(&self) -> Vec<String> {
+        self.inner.shared.functions.names()
+    }
+
+    /// The control-plane event journal (empty unless started with `RuntimeBuilder::journal`).
+    pub fn journal(&self) -> Vec<JournalEvent> {
+        self.inner.shared.telemetry.journal()
+    }
+
+    /// The map writer's mirror: every enforcement it holds.
+    pub async fn enforcements(&self) -> Result<Vec<(CgroupId, GroupId)>, RuntimeError> {
+        let writer = self.inner.shared.writer.clone();
+        let answer = self
+            .on_actix(async move { writer.send(ListEnforcements).await })
+            .await?;
+        Ok(answer.map_err(ActorError::mailbox("map writer", "ListEnforcements"))??)
+    }
+
+    /// The container manager's pools.
+    pub async fn pool(&self) -> Result<PoolReport, RuntimeError> {
+        let containers = self.inner.shared.containers.clone();
+        let answer = self
+            .on_actix(async move { containers.send(ReportPool).await })
+            .await?;
+        Ok(answer.map_err(ActorError::mailbox("container manager", "ReportPool"))??)
+    }
+
+    /// The scheduler's status, asked of the BPF loader.
+    pub async fn scheduler_status(&self) -> Result<SchedulerStatus, RuntimeError> {
+        let loader = self.inner.shared.loader.clone();
+        let answer = self
+            .on_actix(async move { loader.send(GetSchedulerStatus).await })
+            .await?;
+        Ok(answer.map_err(ActorError::mailbox("BPF loader", "GetSchedulerStatus"))??)
+    }
+
+    /// Shuts down gracefully: refuses new invocations, waits for those in progress to finish,
+    /// destroys every container, removes every enforcement, detaches the scheduler, and stops
+    /// the actix System. Only the first call does the work; later calls fail with `Stopped`.
+    pub async fn shutdown(&self) -> Result<ShutdownReport, RuntimeError> {
+        if self
+            .inner
+            .state
+            .compare_exchange(RUNNING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(RuntimeError::Stopped);
+        }
+        let drain = &self.inner.drain;
+        loop {
+            let idle = drain.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if drain.in_progress.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let teardown = self
+            .on_actix(async move {
+                let closed = shared.tracker.send(CloseAdmission).await;
+                let destroyed = shared.containers.send(DrainContainers).await;
+                let removed = shared.writer.send(ClearEnforcements).await;
+                let _ = shared.loader.send(StopScheduler).await;
+                (closed, destroyed, removed)
+            })
+            .await;
+        self.inner.state.store(STOPPED, Ordering::Release);
+        self.inner.system.stop();
+        let exited = self
+            .inner
+            .exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(exited) = exited {
+            let _ = exited.await;
+        }
+        if let Some(thread) = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
+        let (closed, destroyed, removed) = teardown?;
+        closed.map_err(ActorError::mailbox("resource tracker", "CloseAdmission"))??;
+        let containers_destroyed =
+            destroyed.map_err(ActorError::mailbox("container manager", "DrainContainers"))??;
+        let enforcements_removed =
+            removed.map_err(ActorError::mailbox("map writer", "ClearEnforcements"))??;
+        let limiter = &self.inner.shared.limiter;
+        Ok(ShutdownReport {
+            containers_destroyed,
+            enforcements_removed,
+            permits_available: limiter.available(),
+            limit: limiter.limit(),
+            leases_held: limiter.in_flight(),
+        })
+    }
+}

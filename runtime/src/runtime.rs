@@ -1,0 +1,435 @@
+//! Starting the runtime: [`Runtime::start`] validates the configuration, picks the container and
+//! map-writer backends, and starts the actix System on a thread of its own with every actor
+//! under a `Supervisor`. It returns a [`RuntimeHandle`] usable from any tokio runtime.
+//! [`RuntimeBuilder`] injects test doubles (pressure source, backends, scheduler driver) and
+//! turns on the event journal.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use actix::{Addr, Arbiter, Supervisor, System};
+use corral_actors::bpf_loader::{
+    BpfLoader, LoaderTiming, SchedExtSupport, SchedulerDriver, SchedulerStatus,
+};
+use corral_actors::config::{CpuGroup, GroupConfig};
+use corral_actors::container_backend::local::LocalBackend;
+use corral_actors::container_backend::sim::SimBackend;
+use corral_actors::container_backend::ContainerBackend;
+use corral_actors::container_manager::{ContainerManager, FunctionRegistry};
+use corral_actors::lease::Limiter;
+use corral_actors::map_backend::cpuset::CpusetBackend;
+use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
+use corral_actors::map_backend::MapBackend;
+use corral_actors::map_writer::MapWriter;
+use corral_actors::messages::{PublishGroups, RegisterFunction, StartScheduler};
+use corral_actors::placement::Placement;
+use corral_actors::pressure::{open_source, PressureSource};
+use corral_actors::resource_tracker::ResourceTracker;
+use corral_actors::supervision::Failpoints;
+use corral_actors::telemetry::Telemetry;
+use corral_actors::ActorError;
+
+use crate::config::{ContainerBackendKind, EnforcementKind, RuntimeConfig, ValidatedConfig};
+use crate::error::RuntimeError;
+use crate::handle::RuntimeHandle;
+
+/// What the handle and the invocation path share (all of it `Send + Sync`).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) tracker: Addr<ResourceTracker>,
+    pub(crate) containers: Addr<ContainerManager>,
+    pub(crate) writer: Addr<MapWriter>,
+    pub(crate) loader: Addr<BpfLoader>,
+    pub(crate) backend: Arc<dyn ContainerBackend>,
+    pub(crate) functions: Arc<FunctionRegistry>,
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) placement: Arc<Placement>,
+    pub(crate) groups: Vec<CpuGroup>,
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) scheduler: Arc<Mutex<SchedulerStatus>>,
+    pub(crate) enforcement_backend: &'static str,
+    pub(crate) sched_ext_unavailable: Vec<String>,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) actix_thread: ThreadId,
+}
+
+/// The entry point.
+#[derive(Debug)]
+pub struct Runtime;
+
+impl Runtime {
+    /// Starts the runtime with `config`.
+    pub fn start(config: RuntimeConfig) -> Result<RuntimeHandle, RuntimeError> {
+        Runtime::builder(config).start()
+    }
+
+    /// A builder for `config`, to inject backends or test doubles before starting.
+    pub fn builder(config: RuntimeConfig) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            pressure: None,
+            map_backend: None,
+            container_backend: None,
+            scheduler_driver: None,
+            journal: false,
+            failpoints: Arc::new(Failpoints::new()),
+            loader_timing: LoaderTiming::default(),
+            support: None,
+        }
+    }
+}
+
+/// Options for [`Runtime::builder`].
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    config: RuntimeConfig,
+    pressure: Option<Box<dyn PressureSource>>,
+    map_backend: Option<Box<dyn MapBackend>>,
+    container_backend: Option<Arc<dyn ContainerBackend>>,
+    scheduler_driver: Option<Box<dyn SchedulerDriver>>,
+    journal: bool,
+    failpoints: Arc<Failpoints>,
+    loader_timing: LoaderTiming,
+    support: Option<SchedExtSupport>,
+}
+
+impl RuntimeBuilder {
+    /// Reads CPU pressure from `source` instead of `/proc`.
+    pub fn pressure_source(mut self, source: Box<dyn PressureSource>) -> Self {
+        self.pressure = Some(source);
+        self
+    }
+
+    /// Enforces through `backend` instead of the configured one.
+    pub fn map_backend(mut self, backend: Box<dyn MapBackend>) -> Self {
+        self.map_backend = Some(backend);
+        self
+    }
+
+    /// Enforces into in-memory `maps` the caller can inspect.
+    pub fn memory_maps(self, maps: MemoryMaps) -> Self {
+        self.map_backend(Box::new(MemoryBackend::new(maps)))
+    }
+
+    /// Creates containers through `backend` instead of the configured one.
+    pub fn container_backend(mut self, backend: Arc<dyn ContainerBackend>) -> Self {
+        self.container_backend = Some(backend);
+        self
+    }
+
+    /// Loads the scheduler through `driver`.
+    pub fn scheduler_driver(mut self, driver: Box<dyn SchedulerDriver>) -> Self {
+        self.scheduler_driver = Some(driver);
+        self
+    }
+
+    /// Treats the host as offering `support` instead of probing it.
+    pub fn sched_ext_support(mut self, support: SchedExtSupport) -> Self {
+        self.support = Some(support);
+        self
+    }
+
+    /// Sets the BPF loader's watch and backoff timing.
+    pub fn loader_timing(mut self, timing: LoaderTiming) -> Self {
+        self.loader_timing = timing;
+        self
+    }
+
+    /// Records the control-plane event journal (see [`RuntimeHandle::journal`]).
+    pub fn journal(mut self) -> Self {
+        self.journal = true;
+        self
+    }
+
+    /// Shares `failpoints` with every actor (armed only with the `failpoints` feature).
+    pub fn failpoints(mut self, failpoints: Arc<Failpoints>) -> Self {
+        self.failpoints = failpoints;
+        self
+    }
+
+    /// Validates the configuration and starts the runtime.
+    pub fn start(self) -> Result<RuntimeHandle, RuntimeError> {
+        let validated = self.config.validate()?;
+        self.start_validated(validated)
+    }
+
+    /// Starts with groups validated against `online` CPUs instead of this machine's.
+    pub fn start_with_online_cpus(self, online: &[u32]) -> Result<RuntimeHandle, RuntimeError> {
+        let validated = self.config.validate_against(online)?;
+        self.start_validated(validated)
+    }
+
+    fn start_validated(self, validated: ValidatedConfig) -> Result<RuntimeHandle, RuntimeError> {
+        let support = self.support.clone().unwrap_or_else(SchedExtSupport::probe);
+        let plan = plan_enforcement(&validated.raw, &support, self.map_backend.is_some());
+        let container_backend = match self.container_backend {
+            Some(b) => b,
+            None => open_container_backend(&validated.raw)?,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("corral-actix".to_string())
+            .spawn(move || {
+                let system = System::new();
+                let setup = system.block_on(setup(
+                    validated,
+                    plan,
+                    support,
+                    SetupParts {
+                        pressure: self.pressure,
+                        map_backend: self.map_backend,
+                        container_backend,
+                        scheduler_driver: self.scheduler_driver,
+                        journal: self.journal,
+                        failpoints: self.failpoints,
+                        loader_timing: self.loader_timing,
+                    },
+                ));
+                let ok = setup.is_ok();
+                let _ =
+                    tx.send(setup.map(|shared| (shared, System::current(), Arbiter::current())));
+                if ok {
+                    let _ = system.run();
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| RuntimeError::Start {
+                what: "spawning the actix System thread".to_string(),
+                source: Box::new(e),
+            })?;
+        match rx.recv() {
+            Ok(Ok((shared, system, arbiter))) => {
+                Ok(RuntimeHandle::new(shared, system, arbiter, thread, done_rx))
+            }
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let panic = thread
+                    .join()
+                    .err()
+                    .map(|p| corral_actors::supervision::panic_detail(p.as_ref()));
+                Err(RuntimeError::Start {
+                    what: format!(
+                        "the actix System thread died while starting: {}",
+                        panic.unwrap_or_default()
+                    ),
+                    source: "System thread exited".into(),
+                })
+            }
+        }
+    }
+}
+
+/// The map backend chosen for a configuration on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EnforcementPlan {
+    /// The caller injected a backend.
+    Injected,
+    /// In-memory maps.
+    Memory,
+    /// cpuset; `fallback` holds why sched_ext was not used when `auto` fell back.
+    Cpuset { fallback: Option<Vec<String>> },
+    /// The scheduler's pinned maps.
+    Bpf,
+}
+
+fn plan_enforcement(
+    config: &RuntimeConfig,
+    support: &SchedExtSupport,
+    injected: bool,
+) -> EnforcementPlan {
+    if injected {
+        return EnforcementPlan::Injected;
+    }
+    match config.enforcement.backend {
+        EnforcementKind::Memory => EnforcementPlan::Memory,
+        EnforcementKind::Cpuset => EnforcementPlan::Cpuset { fallback: None },
+        EnforcementKind::Bpf => EnforcementPlan::Bpf,
+        EnforcementKind::Auto if support.available() => EnforcementPlan::Bpf,
+        EnforcementKind::Auto => EnforcementPlan::Cpuset {
+            fallback: Some(support.reasons()),
+        },
+    }
+}
+
+fn open_container_backend(
+    config: &RuntimeConfig,
+) -> Result<Arc<dyn ContainerBackend>, RuntimeError> {
+    Ok(match config.containers.backend {
+        ContainerBackendKind::Sim => Arc::new(SimBackend::new(Duration::from_micros(
+            config.containers.sim_cold_start_us,
+        ))),
+        ContainerBackendKind::Local => Arc::new(LocalBackend::open(
+            config.containers.resolved_cgroup_parent()?,
+        )?),
+    })
+}
+
+struct SetupParts {
+    pressure: Option<Box<dyn PressureSource>>,
+    map_backend: Option<Box<dyn MapBackend>>,
+    container_backend: Arc<dyn ContainerBackend>,
+    scheduler_driver: Option<Box<dyn SchedulerDriver>>,
+    journal: bool,
+    failpoints: Arc<Failpoints>,
+    loader_timing: LoaderTiming,
+}
+
+/// Runs on the actix thread: opens the map backend, starts every actor under a supervisor,
+/// publishes the groups, starts the scheduler and registers the configured functions.
+async fn setup(
+    validated: ValidatedConfig,
+    plan: EnforcementPlan,
+    support: SchedExtSupport,
+    parts: SetupParts,
+) -> Result<Arc<Shared>, RuntimeError> {
+    let config = &validated.raw;
+    let groups = validated.groups.clone();
+    let telemetry = Arc::new(if parts.journal {
+        Telemetry::with_journal()
+    } else {
+        Telemetry::new()
+    });
+    let failpoints = parts.failpoints;
+
+    let mut driver = parts.scheduler_driver;
+    let mut sched_ext_unavailable = Vec::new();
+    let map_backend: Box<dyn MapBackend> = match (&plan, parts.map_backend) {
+        (EnforcementPlan::Injected, Some(b)) => b,
+        (EnforcementPlan::Memory, _) | (EnforcementPlan::Injected, None) => {
+            Box::new(MemoryBackend::new(MemoryMaps::new()))
+        }
+        (EnforcementPlan::Cpuset { fallback }, _) => {
+            if let Some(reasons) = fallback {
+                tracing::warn!(
+                    reasons = %reasons.join("; "),
+                    "sched_ext is unavailable, so groups are enforced with cpuset instead"
+                );
+                sched_ext_unavailable = reasons.clone();
+            }
+            Box::new(CpusetBackend::new(
+                &config.enforcement.cpuset_v1_root,
+                &config.enforcement.cpuset_prefix,
+            ))
+        }
+        (EnforcementPlan::Bpf, _) => {
+            let (backend, default_driver) = crate::bpf_enforcement::open(&config.enforcement)?;
+            if driver.is_none() {
+                driver = default_driver;
+            }
+            backend
+        }
+    };
+    if !support.available() && sched_ext_unavailable.is_empty() {
+        sched_ext_unavailable = support.reasons();
+    }
+    let enforcement_backend = map_backend.name();
+
+    let writer = {
+        let writer = MapWriter::new(
+            map_backend,
+            groups.clone(),
+            Arc::clone(&telemetry),
+            Arc::clone(&failpoints),
+        );
+        Supervisor::start(move |_| writer)
+    };
+    writer
+        .send(PublishGroups {
+            groups: groups.clone(),
+        })
+        .await
+        .map_err(ActorError::mailbox("map writer", "PublishGroups"))??;
+
+    let pressure = parts
+        .pressure
+        .unwrap_or_else(|| open_source(config.monitor.source));
+    let tracker_actor = ResourceTracker::new(
+        groups.clone(),
+        config.placement.clone(),
+        config.limiter.clone(),
+        config.monitor.clone(),
+        pressure,
+        Arc::clone(&telemetry),
+        Arc::clone(&failpoints),
+    )?;
+    let limiter = tracker_actor.limiter();
+    let placement = tracker_actor.placement();
+    let tracker = Supervisor::start(move |_| tracker_actor);
+
+    let functions = Arc::new(FunctionRegistry::default());
+    let manager = ContainerManager::new(
+        Arc::clone(&parts.container_backend),
+        Arc::clone(&functions),
+        groups.clone(),
+        config.containers.pool(),
+        writer.clone(),
+        Arc::clone(&telemetry),
+        Arc::clone(&failpoints),
+    )?;
+    let containers = Supervisor::start(move |_| manager);
+
+    let load_scheduler = config.enforcement.load_scheduler && plan == EnforcementPlan::Bpf;
+    let loader_actor = BpfLoader::new(
+        support,
+        if load_scheduler { driver } else { None },
+        parts.loader_timing,
+        Arc::clone(&telemetry),
+        Arc::clone(&failpoints),
+    );
+    let scheduler = loader_actor.status_handle();
+    let loader = Supervisor::start(move |_| loader_actor);
+    if load_scheduler {
+        // A failed attach is retried with backoff and shows in the status; the maps work anyway.
+        loader
+            .send(StartScheduler)
+            .await
+            .map_err(ActorError::mailbox("BPF loader", "StartScheduler"))??;
+    }
+
+    for spec in &config.functions {
+        containers
+            .send(RegisterFunction { spec: spec.clone() })
+            .await
+            .map_err(ActorError::mailbox("container manager", "RegisterFunction"))??;
+    }
+
+    Ok(Arc::new(Shared {
+        tracker,
+        containers,
+        writer,
+        loader,
+        backend: parts.container_backend,
+        functions,
+        limiter,
+        placement,
+        groups,
+        telemetry,
+        scheduler,
+        enforcement_backend,
+        sched_ext_unavailable,
+        completed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        actix_thread: std::thread::current().id(),
+    }))
+}
+
+/// Convenience for tests and examples: one group per entry of `cpus`, named `g0`, `g1`, ...
+pub fn groups_from_cpu_lists(cpus: &[&str]) -> Vec<GroupConfig> {
+    cpus.iter()
+        .enumerate()
+        .map(|(i, c)| GroupConfig {
+            name: format!("g{i}"),
+            cpus: (*c).to_string(),
+            slice_us: 5_000,
+            order: Default::default(),
+            borrow: false,
+        })
+        .collect()
+}
