@@ -1,0 +1,157 @@
+//! Cgroup helpers: a cgroup v2 directory's id (the key of the cgroup map), and switching every
+//! thread of a cgroup into `SCHED_EXT` and back.
+//!
+//! With `SCX_OPS_SWITCH_PARTIAL` the scheduler only sees tasks whose policy is `SCHED_EXT`, so
+//! mapping a cgroup is two steps: the map update (which places tasks already under sched_ext)
+//! and this policy switch (which brings the cgroup's threads under sched_ext). New threads inherit
+//! the policy of the thread that created them.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::pinned::nix_statfs;
+use crate::CgroupId;
+
+/// The `SCHED_EXT` scheduling policy number.
+pub const SCHED_EXT: u32 = 7;
+/// The `SCHED_NORMAL` (a.k.a. `SCHED_OTHER`) scheduling policy number.
+pub const SCHED_NORMAL: u32 = 0;
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+
+/// Passes over `cgroup.threads` before giving up on threads that keep appearing.
+const MAX_SWITCH_PASSES: usize = 8;
+
+/// The id of the cgroup v2 directory at `path`: the inode number of the directory, which is the
+/// kernel's cgroup id (what `bpf_get_current_cgroup_id()` and `cgrp->kn->id` return).
+pub fn cgroup_id_of(path: impl AsRef<Path>) -> Result<CgroupId> {
+    let path = path.as_ref();
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if !meta.is_dir() || nix_statfs(path)? != CGROUP2_SUPER_MAGIC {
+        return Err(Error::NotCgroup2 { path: path.into() });
+    }
+    Ok(meta.ino())
+}
+
+/// The thread ids listed in the cgroup's `cgroup.threads`.
+pub fn cgroup_threads(path: impl AsRef<Path>) -> Result<Vec<i32>> {
+    let file = path.as_ref().join("cgroup.threads");
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
+    text.lines()
+        .map(|l| {
+            l.trim().parse::<i32>().map_err(|_| Error::Parse {
+                path: file.clone(),
+                content: l.into(),
+            })
+        })
+        .collect()
+}
+
+/// The kernel's `struct sched_attr`, first version (48 bytes).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+}
+
+/// Sets thread `tid`'s policy to `policy` (keeping its nice value) with `sched_setattr`.
+/// `Ok(false)` when the thread has exited.
+pub fn set_thread_policy(tid: i32, policy: u32) -> Result<bool> {
+    // getpriority can return -1 legitimately; errno tells.
+    // SAFETY: errno is thread-local; setting it to 0 before the call is the documented idiom.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: plain syscall with integer arguments.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 {
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(0) => {}
+            Some(libc::ESRCH) => return Ok(false),
+            _ => {
+                return Err(Error::Thread {
+                    call: "getpriority",
+                    tid,
+                    source: err,
+                })
+            }
+        }
+    }
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        sched_policy: policy,
+        sched_nice: nice,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid, correctly sized struct sched_attr for the call's duration.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            tid,
+            &attr as *const SchedAttr,
+            0u32,
+        )
+    };
+    if ret != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(false);
+        }
+        return Err(Error::Thread {
+            call: "sched_setattr",
+            tid,
+            source: err,
+        });
+    }
+    Ok(true)
+}
+
+/// Thread `tid`'s scheduling policy (`sched_getscheduler`).
+pub fn thread_policy(tid: i32) -> Result<u32> {
+    // SAFETY: plain syscall with an integer argument.
+    let ret = unsafe { libc::sched_getscheduler(tid) };
+    if ret < 0 {
+        return Err(Error::Thread {
+            call: "sched_getscheduler",
+            tid,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(ret as u32 & !(libc::SCHED_RESET_ON_FORK as u32))
+}
+
+/// Switches every thread in the cgroup at `path` to `SCHED_EXT` (`enable`) or back to
+/// `SCHED_NORMAL`, and returns how many threads it switched.
+///
+/// `cgroup.threads` is re-read until a pass finds no thread it has not switched yet, so threads
+/// created by a thread before it was switched are caught too. Threads that exit meanwhile are
+/// skipped.
+pub fn set_cgroup_sched_ext(path: impl AsRef<Path>, enable: bool) -> Result<usize> {
+    let path = path.as_ref();
+    let policy = if enable { SCHED_EXT } else { SCHED_NORMAL };
+    let mut seen = BTreeSet::new();
+    let mut switched = 0;
+    for _ in 0..MAX_SWITCH_PASSES {
+        let mut new = 0;
+        for tid in cgroup_threads(path)? {
+            if seen.insert(tid) {
+                new += 1;
+                if set_thread_policy(tid, policy)? {
+                    switched += 1;
+                }
+            }
+        }
+        if new == 0 {
+            break;
+        }
+    }
+    Ok(switched)
+}
