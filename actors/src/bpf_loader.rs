@@ -190,14 +190,14 @@ impl BpfLoader {
         telemetry: Arc<Telemetry>,
         failpoints: Arc<Failpoints>,
     ) -> Self {
-        let state = if driver.is_none() {
-            SchedulerState::NotConfigured
-        } else if support.available() {
-            SchedulerState::Stopped
-        } else {
+        let state = if !support.available() {
             SchedulerState::Unsupported {
                 reasons: support.reasons(),
             }
+        } else if driver.is_none() {
+            SchedulerState::NotConfigured
+        } else {
+            SchedulerState::Stopped
         };
         BpfLoader {
             support,

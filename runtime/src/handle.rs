@@ -283,11 +283,13 @@ impl RuntimeHandle {
         let shared = Arc::clone(&self.inner.shared);
         let teardown = self
             .on_actix(async move {
+                // Drained: every permit should be back. Read before closing the limiter.
+                let available = shared.limiter.available();
                 let closed = shared.tracker.send(CloseAdmission).await;
                 let destroyed = shared.containers.send(DrainContainers).await;
                 let removed = shared.writer.send(ClearEnforcements).await;
                 let _ = shared.loader.send(StopScheduler).await;
-                (closed, destroyed, removed)
+                (available, closed, destroyed, removed)
             })
             .await;
         self.inner.state.store(STOPPED, Ordering::Release);
@@ -310,7 +312,7 @@ impl RuntimeHandle {
         {
             let _ = thread.join();
         }
-        let (closed, destroyed, removed) = teardown?;
+        let (permits_available, closed, destroyed, removed) = teardown?;
         closed.map_err(ActorError::mailbox("resource tracker", "CloseAdmission"))??;
         let containers_destroyed =
             destroyed.map_err(ActorError::mailbox("container manager", "DrainContainers"))??;
@@ -320,7 +322,7 @@ impl RuntimeHandle {
         Ok(ShutdownReport {
             containers_destroyed,
             enforcements_removed,
-            permits_available: limiter.available(),
+            permits_available,
             limit: limiter.limit(),
             leases_held: limiter.in_flight(),
         })

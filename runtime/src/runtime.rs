@@ -375,7 +375,8 @@ async fn setup(
     )?;
     let containers = Supervisor::start(move |_| manager);
 
-    let load_scheduler = config.enforcement.load_scheduler && plan == EnforcementPlan::Bpf;
+    // The scheduler is loaded by the `bpf` plan's driver, or by a driver the caller injected.
+    let load_scheduler = config.enforcement.load_scheduler && driver.is_some();
     let loader_actor = BpfLoader::new(
         support,
         if load_scheduler { driver } else { None },

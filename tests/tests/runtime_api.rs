@@ -1,0 +1,383 @@
+//! The worker API end to end on the host, with the `sim` container backend and in-memory maps:
+//! exact inflight limiting under 200 concurrent invocations, timings and thread hops, use from
+//! several tokio runtimes, configuration errors that name the key, the cpuset fallback notice,
+//! and a graceful shutdown that leaves nothing behind.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral::{
+    ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, Runtime, RuntimeConfig,
+    RuntimeError, StartKind,
+};
+use corral_actors::bpf_loader::{SchedExtSupport, SchedulerState};
+use corral_actors::container_backend::sim::SimBackend;
+use corral_actors::container_backend::{Container, ContainerBackend, ContainerInfo};
+use corral_actors::map_backend::memory::MemoryMaps;
+use corral_actors::ActorError;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+fn group(name: &str, cpus: &str) -> GroupConfig {
+    GroupConfig {
+        name: name.into(),
+        cpus: cpus.into(),
+        slice_us: 5_000,
+        order: Default::default(),
+        borrow: false,
+    }
+}
+
+fn config(limit: usize) -> RuntimeConfig {
+    let mut c = RuntimeConfig::with_groups(vec![group("a", "0"), group("b", "1")]);
+    c.limiter.initial = limit;
+    c.limiter.min = 1;
+    c.limiter.max = limit;
+    c.monitor.enabled = false;
+    c.containers.backend = ContainerBackendKind::Sim;
+    c.enforcement.backend = EnforcementKind::Memory;
+    c
+}
+
+/// Wraps the sim backend and records how many invocations run at once.
+#[derive(Debug)]
+struct ConcurrencyProbe {
+    inner: SimBackend,
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+}
+
+impl ContainerBackend for ConcurrencyProbe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn check_function(&self, spec: &FunctionSpec) -> Result<(), ActorError> {
+        self.inner.check_function(spec)
+    }
+    fn create(&self, spec: &FunctionSpec) -> BoxFuture<'static, Result<ContainerInfo, ActorError>> {
+        self.inner.create(spec)
+    }
+    fn destroy(&self, c: &ContainerInfo) -> Result<(), ActorError> {
+        self.inner.destroy(c)
+    }
+    fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
+        self.inner.list()
+    }
+    fn run(
+        &self,
+        c: &Container,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, ActorError>> {
+        let (now, max) = (Arc::clone(&self.now), Arc::clone(&self.max));
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(n, Ordering::SeqCst);
+        let run = self.inner.run(c, payload);
+        async move {
+            let out = run.await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            out
+        }
+        .boxed()
+    }
+    fn close(&self) -> Result<(), ActorError> {
+        self.inner.close()
+    }
+}
+
+/// With a limit of 4 and 200 invocations started at once from a multi-threaded tokio runtime,
+/// at most 4 run at any moment, exactly 4 do at the peak, and all 200 complete. The probe sits
+/// in the container backend, outside the limiter it checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_four_admits_exactly_four_of_two_hundred() {
+    let probe = Arc::new(ConcurrencyProbe {
+        inner: SimBackend::new(Duration::from_micros(200)),
+        now: Arc::new(AtomicUsize::new(0)),
+        max: Arc::new(AtomicUsize::new(0)),
+    });
+    let mut c = config(4);
+    let mut f = FunctionSpec::named("work");
+    f.simulated_run_us = 2_000;
+    c.functions.push(f);
+    let runtime = Runtime::builder(c)
+        .container_backend(probe.clone())
+        .start()
+        .unwrap();
+    let calls = (0..200).map(|i| {
+        let rt = runtime.clone();
+        tokio::spawn(async move { rt.invoke("work", vec![i as u8]).await })
+    });
+    let results = futures::future::join_all(calls).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap().unwrap_or_else(|e| panic!("invocation {i}: {e}"));
+        assert_eq!(r.output, vec![i as u8]);
+    }
+    assert_eq!(
+        probe.max.load(Ordering::SeqCst),
+        4,
+        "observed peak concurrency"
+    );
+    let stats = runtime.stats();
+    assert_eq!(stats.max_in_flight, 4);
+    assert_eq!(stats.invocations_completed, 200);
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(stats.available_permits, 4);
+    assert!(
+        stats.cold_starts <= 4,
+        "at most one container per concurrent slot: {}",
+        stats.cold_starts
+    );
+    runtime.shutdown().await.unwrap();
+}
+
+/// An invocation reports where its time went and crosses threads exactly twice (worker →
+/// actix, actix → worker); the first is cold, the next warm on the same container, both in the
+/// pinned group.
+#[tokio::test]
+async fn invocation_reports_timings_and_two_thread_hops() {
+    let mut c = config(2);
+    c.placement.policy = corral::PolicyKind::Pinned;
+    c.placement.pinned.insert("echo".into(), "b".into());
+    c.containers.sim_cold_start_us = 3_000;
+    let mut f = FunctionSpec::named("echo");
+    f.simulated_run_us = 1_000;
+    c.functions.push(f);
+    let maps = MemoryMaps::new();
+    let runtime = Runtime::builder(c)
+        .memory_maps(maps.clone())
+        .start()
+        .unwrap();
+    let cold = runtime.invoke("echo", b"x".to_vec()).await.unwrap();
+    let warm = runtime.invoke("echo", b"y".to_vec()).await.unwrap();
+    assert_eq!((cold.start, warm.start), (StartKind::Cold, StartKind::Warm));
+    assert_eq!(cold.container, warm.container);
+    assert_eq!(cold.group_name, "b");
+    assert_eq!(
+        maps.get(corral_actors::container_backend::CgroupId(cold.cgroup_id)),
+        Some(cold.group)
+    );
+    assert!(
+        cold.timings.cold_start >= Duration::from_millis(3),
+        "{:?}",
+        cold.timings
+    );
+    assert_eq!(warm.timings.cold_start, Duration::ZERO);
+    assert!(warm.timings.run >= Duration::from_millis(1));
+    assert!(warm.timings.total >= warm.timings.run + warm.timings.queue_wait);
+    assert_eq!(cold.thread_hops, 2);
+    assert_eq!(warm.thread_hops, 2);
+    runtime.shutdown().await.unwrap();
+}
+
+/// One handle serves several tokio runtimes at once (current-thread and multi-thread), since
+/// the actix System runs on its own thread.
+#[test]
+fn handle_works_from_any_tokio_runtime() {
+    let mut c = config(4);
+    c.functions.push(FunctionSpec::named("f"));
+    let runtime = Runtime::start(c).unwrap();
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let rt = runtime.clone();
+            std::thread::spawn(move || {
+                let tokio_rt = if i == 0 {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                };
+                tokio_rt.block_on(async {
+                    for _ in 0..20 {
+                        rt.invoke("f", b"p".to_vec()).await.unwrap();
+                    }
+                });
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(runtime.stats().invocations_completed, 60);
+    let shut = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    shut.block_on(runtime.shutdown()).unwrap();
+}
+
+/// Unknown functions are refused before taking a permit, and registering twice is refused;
+/// both errors name the function.
+#[tokio::test]
+async fn unknown_and_duplicate_functions_are_refused_by_name() {
+    let runtime = Runtime::start(config(1)).unwrap();
+    match runtime.invoke("nope", vec![]).await {
+        Err(RuntimeError::Control {
+            source: ActorError::UnknownFunction { function },
+        }) => assert_eq!(function, "nope"),
+        other => panic!("expected UnknownFunction, got {other:?}"),
+    }
+    runtime.register(FunctionSpec::named("f")).await.unwrap();
+    let err = runtime
+        .register(FunctionSpec::named("f"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`f`"), "{err}");
+    let err = runtime
+        .register(FunctionSpec::named("bad name"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("functions.name") && err.to_string().contains("bad name"),
+        "{err}"
+    );
+    assert_eq!(runtime.stats().available_permits, 1);
+    runtime.shutdown().await.unwrap();
+}
+
+/// Configuration loads from TOML, and each bad value is refused with an error naming the key,
+/// the value and the fix.
+#[test]
+fn config_errors_name_the_key_and_value() {
+    let good = RuntimeConfig::from_toml_str(
+        r#"
+        [[groups]]
+        name = "a"
+        cpus = "0"
+        [placement]
+        policy = "hash"
+        [limiter]
+        initial = 2
+        min = 1
+        max = 4
+        [[functions]]
+        name = "f"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(good.placement.policy, corral::PolicyKind::Hash);
+    good.validate_against(&[0, 1]).unwrap();
+
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"0,7\"",
+            &["groups[0].cpus", "0,7", "CPU 7 is not online"],
+        ),
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"0\"\n[[groups]]\nname = \"b\"\ncpus = \"0-1\"",
+            &["groups[1].cpus", "already belongs to group `a`"],
+        ),
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"x\"",
+            &["groups[0].cpus", "`x` is not a CPU number"],
+        ),
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"0\"\n[limiter]\ninitial = 9\nmin = 1\nmax = 4",
+            &["limiter.initial", "9"],
+        ),
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"0\"\n[placement]\npolicy = \"pinned\"\npinned = { f = \"zz\" }",
+            &["placement.pinned.f", "zz", "no such group"],
+        ),
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"0\"\n[placement]\nload_factor = 0.5",
+            &["placement.load_factor", "0.5"],
+        ),
+        (
+            "[[groups]]\nname = \"a\"\ncpus = \"0\"\n[monitor]\nshrink_above = 5.0\ngrow_below = 10.0",
+            &["monitor.shrink_above", "monitor.grow_below"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let err = RuntimeConfig::from_toml_str(text)
+            .unwrap()
+            .validate_against(&[0, 1])
+            .unwrap_err()
+            .to_string();
+        for needle in *needles {
+            assert!(
+                err.contains(needle),
+                "error {err:?} lacks {needle:?} for config:\n{text}"
+            );
+        }
+    }
+    let err = RuntimeConfig::from_toml_str("[[groups]]\nname = \"a\"\ncpus = \"0\"\nslices = 3")
+        .unwrap_err();
+    assert!(err.to_string().contains("slices"), "{err}");
+}
+
+/// Where sched_ext is missing, `auto` enforcement falls back to cpuset, and the runtime says
+/// why in its statistics and scheduler status.
+#[tokio::test]
+async fn auto_enforcement_falls_back_to_cpuset_and_says_why() {
+    let mut c = config(1);
+    c.enforcement.backend = EnforcementKind::Auto;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder(c)
+        .sched_ext_support(SchedExtSupport::probe_at(dir.path()))
+        .start()
+        .unwrap();
+    let stats = runtime.stats();
+    assert_eq!(stats.enforcement_backend, "cpuset");
+    let reasons = stats.sched_ext_unavailable.join("; ");
+    assert!(reasons.contains("CONFIG_SCHED_CLASS_EXT"), "{reasons}");
+    assert!(reasons.contains("BTF"), "{reasons}");
+    let status = runtime.scheduler_status().await.unwrap();
+    assert!(
+        matches!(status.state, SchedulerState::Unsupported { .. }),
+        "{status:?}"
+    );
+    runtime.shutdown().await.unwrap();
+}
+
+/// Shutdown waits for invocations in progress, then leaves no container, no enforcement and no
+/// held permit, and refuses further work.
+#[tokio::test]
+async fn shutdown_drains_in_flight_work_and_leaves_nothing() {
+    let mut c = config(3);
+    let mut f = FunctionSpec::named("slow");
+    f.simulated_run_us = 30_000;
+    c.functions.push(f);
+    let maps = MemoryMaps::new();
+    let sim = Arc::new(SimBackend::new(Duration::ZERO));
+    let runtime = Runtime::builder(c)
+        .memory_maps(maps.clone())
+        .container_backend(sim.clone())
+        .start()
+        .unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let rt = runtime.clone();
+            tokio::spawn(async move { rt.invoke("slow", vec![1]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = runtime.shutdown().await.unwrap();
+    for c in calls {
+        c.await
+            .unwrap()
+            .expect("in-flight work completes during shutdown");
+    }
+    assert_eq!(report.leases_held, 0);
+    assert_eq!(report.permits_available, report.limit);
+    assert!(report.containers_destroyed >= 1);
+    assert!(sim.is_empty(), "containers left: {}", sim.len());
+    assert!(
+        maps.entries().is_empty(),
+        "map entries left: {:?}",
+        maps.entries()
+    );
+    assert!(matches!(
+        runtime.invoke("slow", vec![]).await,
+        Err(RuntimeError::Stopped)
+    ));
+    assert!(matches!(
+        runtime.shutdown().await,
+        Err(RuntimeError::Stopped)
+    ));
+}
