@@ -83,15 +83,15 @@ impl SchedExtSupport {
 /// Why the scheduler exited, from its exit info.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerExit {
-    /// The exit kind as the kernel reports it.
-    pub kind: i64,
+    /// The exit kind (`ErrorStall`, `Unregistered`, ...).
+    pub kind: String,
     /// The reason text.
     pub reason: String,
 }
 
 impl fmt::Display for SchedulerExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exit kind {}: {}", self.kind, self.reason)
+        write!(f, "{}: {}", self.kind, self.reason)
     }
 }
 

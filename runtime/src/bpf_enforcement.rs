@@ -1,24 +1,211 @@
-//! The `bpf` map-writer backend: enforcement through the scheduler crate's pinned maps, with
-//! the container's threads switched to `SCHED_EXT`, and the scheduler driver the BPF loader
-//! attaches. Wired to `corral-bpf`'s typed map API.
+//! The `bpf` map-writer backend and the real scheduler driver, over `corral-bpf`.
+//!
+//! - [`BpfMapBackend`]: an enforcement is one update of the pinned cgroup map (cgroup id →
+//!   group), after which the cgroup's threads are switched to `SCHED_EXT`; processes the
+//!   `local` backend starts later switch themselves (the acknowledgement says `sched_ext`).
+//!   The pinned maps are the source of truth the map writer's mirror is rebuilt from; they
+//!   outlive the scheduler and the runtime.
+//! - [`BpfSchedulerDriver`]: open → configure → load → attach through `corral_bpf::Scheduler`
+//!   on the same pins, with the kernel's exit information for the BPF loader to watch.
 
-use corral_actors::bpf_loader::SchedulerDriver;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_actors::bpf_loader::{SchedulerDriver, SchedulerExit};
+use corral_actors::config::{CpuGroup, GroupId, GroupOrder};
+use corral_actors::container_backend::{CgroupId, CgroupRef, Enforcement};
+use corral_actors::error::BoxError;
 use corral_actors::map_backend::MapBackend;
 use corral_actors::ActorError;
+use corral_bpf::{set_cgroup_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, Scheduler, SchedulerConfig};
 
 use crate::config::EnforcementConfig;
 
-/// Opens the pinned maps under `config.pin_dir` and the scheduler driver.
+fn bpf_error(operation: String) -> impl FnOnce(corral_bpf::Error) -> ActorError {
+    move |e| ActorError::MapBackend {
+        backend: "bpf",
+        operation,
+        source: Box::new(e),
+    }
+}
+
+/// Enforcement through the scheduler's pinned maps.
+#[derive(Debug)]
+pub struct BpfMapBackend {
+    maps: PinnedMaps,
+    published: Vec<GroupId>,
+    /// Cgroups whose threads this backend switched to `SCHED_EXT`, to switch back on removal.
+    switched: BTreeMap<CgroupId, PathBuf>,
+}
+
+impl BpfMapBackend {
+    /// Opens (or creates and pins) the maps under `pin_dir`.
+    pub fn open(pin_dir: impl Into<PathBuf>) -> Result<Self, ActorError> {
+        let pin_dir = pin_dir.into();
+        let maps = PinnedMaps::open_or_create(&pin_dir).map_err(bpf_error(format!(
+            "open or create the pinned maps under {} (is bpffs mounted there, and are we root?)",
+            pin_dir.display()
+        )))?;
+        Ok(BpfMapBackend {
+            maps,
+            published: Vec::new(),
+            switched: BTreeMap::new(),
+        })
+    }
+
+    /// The pinned maps (statistics, inspection).
+    pub fn maps(&self) -> &PinnedMaps {
+        &self.maps
+    }
+}
+
+impl MapBackend for BpfMapBackend {
+    fn name(&self) -> &'static str {
+        "bpf"
+    }
+
+    fn publish_groups(&mut self, groups: &[CpuGroup]) -> Result<(), ActorError> {
+        for g in groups {
+            let spec = GroupSpec {
+                cpus: g.cpus.clone(),
+                slice_ns: g.slice_ns,
+                order: match g.order {
+                    GroupOrder::Fifo => corral_bpf::GroupOrder::Fifo,
+                    GroupOrder::Vtime => corral_bpf::GroupOrder::Vtime,
+                },
+                borrow: g.borrow,
+            };
+            self.maps
+                .groups()
+                .publish(g.id.0, &spec)
+                .map_err(bpf_error(format!("publish group {} `{}` on CPUs {}", g.id, g.name, g.cpu_list())))?;
+            if !self.published.contains(&g.id) {
+                self.published.push(g.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn enforce(&mut self, cgroup: &CgroupRef, group: &CpuGroup) -> Result<Enforcement, ActorError> {
+        self.maps
+            .cgroups()
+            .insert(cgroup.id.0, group.id.0, CgroupFlags::NONE)
+            .map_err(bpf_error(format!("map cgroup {} to group {}", cgroup.id, group.id)))?;
+        if let Some(path) = &cgroup.path {
+            set_cgroup_sched_ext(path, true).map_err(bpf_error(format!(
+                "switch the threads of {} to SCHED_EXT",
+                path.display()
+            )))?;
+            self.switched.insert(cgroup.id, path.clone());
+        }
+        Ok(Enforcement {
+            cgroup: cgroup.id,
+            group: group.id,
+            cpus: group.cpus.clone(),
+            sched_ext: true,
+            join: Vec::new(),
+            commit_time: Duration::ZERO,
+        })
+    }
+
+    fn remove(&mut self, cgroup: &CgroupRef) -> Result<bool, ActorError> {
+        let path = cgroup.path.clone().or_else(|| self.switched.get(&cgroup.id).cloned());
+        self.switched.remove(&cgroup.id);
+        if let Some(path) = path.filter(|p| p.exists()) {
+            set_cgroup_sched_ext(&path, false).map_err(bpf_error(format!(
+                "switch the threads of {} back to SCHED_NORMAL",
+                path.display()
+            )))?;
+        }
+        self.maps
+            .cgroups()
+            .remove(cgroup.id.0)
+            .map_err(bpf_error(format!("unmap cgroup {}", cgroup.id)))
+    }
+
+    fn entries(&self) -> Result<Vec<(CgroupId, GroupId)>, ActorError> {
+        Ok(self
+            .maps
+            .cgroups()
+            .entries()
+            .map_err(bpf_error("read the cgroup map".to_string()))?
+            .into_iter()
+            .map(|(c, e)| (CgroupId(c), GroupId(e.group)))
+            .collect())
+    }
+
+    fn close(&mut self) -> Result<(), ActorError> {
+        for g in std::mem::take(&mut self.published) {
+            self.maps
+                .groups()
+                .delete(g.0)
+                .map_err(bpf_error(format!("delete group {g}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads and attaches `corral_bpf::Scheduler` on the runtime's pins.
+#[derive(Debug)]
+pub struct BpfSchedulerDriver {
+    config: SchedulerConfig,
+    scheduler: Option<Scheduler>,
+}
+
+impl BpfSchedulerDriver {
+    /// A driver for the maps pinned under `pin_dir`.
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        BpfSchedulerDriver {
+            config: SchedulerConfig {
+                pin_dir: pin_dir.into(),
+                ..SchedulerConfig::default()
+            },
+            scheduler: None,
+        }
+    }
+}
+
+impl SchedulerDriver for BpfSchedulerDriver {
+    fn attach(&mut self) -> Result<(), BoxError> {
+        if let Some(mut old) = self.scheduler.take() {
+            old.detach();
+        }
+        self.scheduler = Some(Scheduler::start(&self.config)?);
+        Ok(())
+    }
+
+    fn poll_exit(&mut self) -> Option<SchedulerExit> {
+        let exit = self.scheduler.as_ref()?.exit_info()?;
+        Some(SchedulerExit {
+            kind: format!("{:?}", exit.kind),
+            reason: if exit.message.is_empty() {
+                exit.reason
+            } else {
+                format!("{} ({})", exit.reason, exit.message)
+            },
+        })
+    }
+
+    fn is_attached(&self) -> bool {
+        self.scheduler.as_ref().is_some_and(|s| s.exit_info().is_none())
+    }
+
+    fn detach(&mut self) -> Result<(), BoxError> {
+        if let Some(mut s) = self.scheduler.take() {
+            s.detach();
+        }
+        Ok(())
+    }
+}
+
+/// Opens the `bpf` backend and, when configured, the scheduler driver.
 pub(crate) fn open(
     config: &EnforcementConfig,
 ) -> Result<(Box<dyn MapBackend>, Option<Box<dyn SchedulerDriver>>), ActorError> {
-    Err(ActorError::invalid(
-        "enforcement.backend",
-        "bpf",
-        format!(
-            "the bpf backend (pins under {}) needs the corral-bpf map API, which this build does not link yet; \
-             use `cpuset` or `auto`",
-            config.pin_dir.display()
-        ),
-    ))
+    let backend = BpfMapBackend::open(&config.pin_dir)?;
+    let driver: Option<Box<dyn SchedulerDriver>> = config
+        .load_scheduler
+        .then(|| Box::new(BpfSchedulerDriver::new(&config.pin_dir)) as Box<dyn SchedulerDriver>);
+    Ok((Box::new(backend), driver))
 }

@@ -26,9 +26,9 @@
 //! - [`config`]: [`RuntimeConfig`] and its validation.
 //! - [`stats`]: [`StatsSnapshot`] and [`ShutdownReport`].
 //! - [`error`]: [`RuntimeError`], the crate's one error type.
-//! - `bpf_enforcement`: the `bpf` map-writer backend over the scheduler crate's pinned maps.
+//! - [`bpf_enforcement`]: the `bpf` map-writer backend and scheduler driver over `corral-bpf`.
 
-mod bpf_enforcement;
+pub mod bpf_enforcement;
 pub mod config;
 pub mod error;
 pub mod handle;

@@ -196,7 +196,7 @@ impl SchedulerDriver for FakeDriver {
         self.exit_now
             .swap(false, Ordering::SeqCst)
             .then(|| SchedulerExit {
-                kind: 1025,
+                kind: "ErrorBpf".into(),
                 reason: "injected exit".into(),
             })
     }

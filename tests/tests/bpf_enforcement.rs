@@ -1,0 +1,104 @@
+//! The `bpf` map-writer backend on real pinned maps on the host (root; maps need no sched_ext):
+//! enforcements land in the pinned cgroup map, a new writer rebuilds its mirror from the pins,
+//! and shutdown leaves no cgroup entry and no published group behind.
+
+
+use corral::bpf_enforcement::BpfMapBackend;
+use corral::{ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime, RuntimeConfig};
+use corral_actors::config::{validate_groups, GroupId};
+use corral_actors::container_backend::{CgroupId, CgroupRef};
+use corral_actors::map_backend::MapBackend;
+use corral_bpf::PinnedMaps;
+
+fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "pinned-map tests need root: run `cargo xtask test` or `sudo cargo test`"
+    );
+}
+
+fn groups() -> Vec<GroupConfig> {
+    [("a", "0"), ("b", "1")]
+        .iter()
+        .map(|(name, cpus)| GroupConfig {
+            name: (*name).into(),
+            cpus: (*cpus).into(),
+            slice_us: 3_000,
+            order: Default::default(),
+            borrow: false,
+        })
+        .collect()
+}
+
+/// Invocations through a runtime with the `bpf` map writer (scheduler not loaded) leave each
+/// warm container mapped in the pinned cgroup map; shutdown removes every entry and unpublishes
+/// the groups.
+#[tokio::test]
+async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
+    require_root();
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/corral-test-{}-rt", std::process::id()));
+    let mut c = RuntimeConfig::with_groups(groups());
+    c.monitor.enabled = false;
+    c.placement.policy = PolicyKind::Pinned;
+    c.placement.pinned.insert("fa".into(), "a".into());
+    c.placement.pinned.insert("fb".into(), "b".into());
+    c.containers.backend = ContainerBackendKind::Sim;
+    c.enforcement.backend = EnforcementKind::Bpf;
+    c.enforcement.load_scheduler = false;
+    c.enforcement.pin_dir = pin_dir.clone();
+    c.functions.push(FunctionSpec::named("fa"));
+    c.functions.push(FunctionSpec::named("fb"));
+    let runtime = Runtime::start(c).unwrap();
+    assert_eq!(runtime.stats().enforcement_backend, "bpf");
+    let a = runtime.invoke("fa", vec![]).await.unwrap();
+    let b = runtime.invoke("fb", vec![]).await.unwrap();
+
+    let maps = PinnedMaps::open(&pin_dir).unwrap();
+    assert_eq!(maps.cgroups().get(a.cgroup_id).unwrap().map(|e| e.group), Some(0));
+    assert_eq!(maps.cgroups().get(b.cgroup_id).unwrap().map(|e| e.group), Some(1));
+    let published = maps.groups().get(1).unwrap().expect("group 1 published");
+    assert_eq!(published.spec.cpus, vec![1]);
+    assert_eq!(published.spec.slice_ns, 3_000_000);
+    let mut mirror = runtime.enforcements().await.unwrap();
+    mirror.sort();
+    assert_eq!(
+        mirror,
+        vec![(CgroupId(a.cgroup_id), GroupId(0)), (CgroupId(b.cgroup_id), GroupId(1))]
+    );
+
+    runtime.shutdown().await.unwrap();
+    assert!(maps.cgroups().entries().unwrap().is_empty(), "cgroup entries left behind");
+    assert!(!maps.groups().is_published(0).unwrap());
+    drop(maps);
+    PinnedMaps::remove_pins(&pin_dir).unwrap();
+    let _ = std::fs::remove_dir(&pin_dir);
+}
+
+/// The pinned maps outlive the writer: a fresh backend on the same pins reads back what an
+/// earlier one committed, which is how the map writer rebuilds its mirror after a restart.
+#[test]
+fn bpf_backend_reads_back_entries_from_the_pins() {
+    require_root();
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/corral-test-{}-direct", std::process::id()));
+    let groups = validate_groups(&groups(), &[0, 1]).unwrap();
+    let mut first = BpfMapBackend::open(&pin_dir).unwrap();
+    first.publish_groups(&groups).unwrap();
+    let cgroup = CgroupRef {
+        id: CgroupId(777_001),
+        path: None,
+    };
+    let ack = first.enforce(&cgroup, &groups[1]).unwrap();
+    assert!(ack.sched_ext, "bpf enforcement switches processes to SCHED_EXT");
+    drop(first);
+
+    let mut second = BpfMapBackend::open(&pin_dir).unwrap();
+    assert_eq!(second.entries().unwrap(), vec![(CgroupId(777_001), GroupId(1))]);
+    assert!(second.remove(&cgroup).unwrap());
+    assert!(second.entries().unwrap().is_empty());
+    second.publish_groups(&groups).unwrap();
+    second.close().unwrap();
+    drop(second);
+    PinnedMaps::remove_pins(&pin_dir).unwrap();
+    let _ = std::fs::remove_dir(&pin_dir);
+}
