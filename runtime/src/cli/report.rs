@@ -1,0 +1,262 @@
+//! The figures `corral run` reports, per function and per group, and how they are printed and
+//! written as JSON. Percentiles are nearest-rank over every invocation; run-queue latency comes
+//! from the scheduler's log2 histograms, so its percentiles are bucket upper bounds.
+
+use std::time::Duration;
+
+use corral_bpf::GroupStats;
+use serde::Serialize;
+
+use super::sampler::PlacementSamples;
+
+/// p50 and p99 of one quantity, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples` (unsorted); zeros when empty.
+    pub fn of(samples: &mut [Duration]) -> Option<Percentiles> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let rank = |q: f64| {
+            let idx = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[idx].as_secs_f64() * 1e6
+        };
+        Some(Percentiles {
+            p50_us: rank(0.50),
+            p99_us: rank(0.99),
+        })
+    }
+}
+
+/// One function's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FunctionReport {
+    /// Its name.
+    pub function: String,
+    /// The group(s) its invocations ran in, by name.
+    pub groups: Vec<String>,
+    /// Invocations that completed.
+    pub invocations: u64,
+    /// Invocations that failed.
+    pub errors: u64,
+    /// Completed invocations that needed a cold start.
+    pub cold_starts: u64,
+    /// End to end, as the caller saw it.
+    pub end_to_end: Option<Percentiles>,
+    /// Waiting for a lease (the inflight limit).
+    pub queue_wait: Option<Percentiles>,
+    /// Committing the group enforcement.
+    pub enforcement: Option<Percentiles>,
+    /// The function itself.
+    pub run: Option<Percentiles>,
+    /// The first few distinct error messages.
+    pub error_samples: Vec<String>,
+}
+
+/// One group's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupReport {
+    /// Its id in the group table.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its CPUs, as a CPU list.
+    pub cpus: String,
+    /// Completed invocations placed in it.
+    pub invocations: u64,
+    /// Enforcement latency of those invocations.
+    pub enforcement: Option<Percentiles>,
+    /// Scheduler: tasks that started running in the group during the run.
+    pub sched_runs: Option<u64>,
+    /// Scheduler: run-queue latency (enqueue to running), bucket upper bounds.
+    pub runqueue_latency: Option<Percentiles>,
+    /// Scheduler: time on CPU, in milliseconds.
+    pub on_cpu_ms: Option<f64>,
+    /// Scheduler: runs outside the group's CPUs (must be 0).
+    pub sched_violations: Option<u64>,
+    /// User-space thread samples and how many were outside the group (must be 0).
+    pub placement_samples: PlacementSamples,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// The configuration file.
+    pub config: String,
+    /// The map-writer backend that enforced groups (`bpf`, `cpuset`, ...).
+    pub enforcement_backend: String,
+    /// Why sched_ext was not used, when it was not.
+    pub sched_ext_unavailable: Vec<String>,
+    /// Wall time of the load, drain included, in seconds.
+    pub wall_s: f64,
+    /// The highest number of invocations in flight at once.
+    pub max_in_flight: usize,
+    /// Per function.
+    pub functions: Vec<FunctionReport>,
+    /// Per group.
+    pub groups: Vec<GroupReport>,
+}
+
+/// The difference of two cumulative readings of a group's scheduler statistics.
+pub fn stats_delta(after: &GroupStats, before: &GroupStats) -> GroupStats {
+    let mut d = *after;
+    d.enqueues = after.enqueues.saturating_sub(before.enqueues);
+    d.direct_dispatches = after
+        .direct_dispatches
+        .saturating_sub(before.direct_dispatches);
+    d.dispatches = after.dispatches.saturating_sub(before.dispatches);
+    d.runs = after.runs.saturating_sub(before.runs);
+    d.run_ns = after.run_ns.saturating_sub(before.run_ns);
+    d.lat_sum_ns = after.lat_sum_ns.saturating_sub(before.lat_sum_ns);
+    d.borrowed_runs = after.borrowed_runs.saturating_sub(before.borrowed_runs);
+    d.violations = after.violations.saturating_sub(before.violations);
+    for (d, b) in d.lat_hist.iter_mut().zip(before.lat_hist.iter()) {
+        *d = d.saturating_sub(*b);
+    }
+    d
+}
+
+/// Fills a group report's scheduler fields from a statistics delta.
+pub fn apply_sched_stats(group: &mut GroupReport, delta: &GroupStats) {
+    group.sched_runs = Some(delta.runs);
+    group.on_cpu_ms = Some(delta.run_ns as f64 / 1e6);
+    group.sched_violations = Some(delta.violations);
+    group.runqueue_latency = match (
+        delta.latency_quantile_upper_ns(0.50),
+        delta.latency_quantile_upper_ns(0.99),
+    ) {
+        (Some(p50), Some(p99)) => Some(Percentiles {
+            p50_us: p50 as f64 / 1e3,
+            p99_us: p99 as f64 / 1e3,
+        }),
+        _ => None,
+    };
+}
+
+fn us(v: f64) -> String {
+    if v < 1_000.0 {
+        format!("{v:.0}µs")
+    } else if v < 1_000_000.0 {
+        format!("{:.1}ms", v / 1e3)
+    } else {
+        format!("{:.2}s", v / 1e6)
+    }
+}
+
+fn pair(p: &Option<Percentiles>) -> String {
+    match p {
+        Some(p) => format!("{}/{}", us(p.p50_us), us(p.p99_us)),
+        None => "-".into(),
+    }
+}
+
+impl RunReport {
+    /// Prints the report as aligned tables.
+    pub fn print(&self) {
+        println!();
+        println!(
+            "corral run: {} ({:.1}s, enforcement backend `{}`, max {} in flight)",
+            self.config, self.wall_s, self.enforcement_backend, self.max_in_flight
+        );
+        for why in &self.sched_ext_unavailable {
+            println!("  sched_ext not used: {why}");
+        }
+        println!();
+        println!("functions                                       p50/p99");
+        println!(
+            "{:<14} {:<10} {:>6} {:>5} {:>5}  {:>17} {:>17} {:>17} {:>17}",
+            "function",
+            "group",
+            "ok",
+            "err",
+            "cold",
+            "end-to-end",
+            "queue wait",
+            "enforcement",
+            "run"
+        );
+        for f in &self.functions {
+            println!(
+                "{:<14} {:<10} {:>6} {:>5} {:>5}  {:>17} {:>17} {:>17} {:>17}",
+                f.function,
+                f.groups.join(","),
+                f.invocations,
+                f.errors,
+                f.cold_starts,
+                pair(&f.end_to_end),
+                pair(&f.queue_wait),
+                pair(&f.enforcement),
+                pair(&f.run)
+            );
+            for e in &f.error_samples {
+                println!("    error: {e}");
+            }
+        }
+        println!();
+        println!("groups                                          p50/p99");
+        println!(
+            "{:<10} {:<8} {:>6} {:>17} {:>9} {:>17} {:>10} {:>10} {:>16}",
+            "group",
+            "cpus",
+            "invoc",
+            "enforcement",
+            "runs",
+            "run-queue lat",
+            "on-CPU",
+            "violations",
+            "samples outside"
+        );
+        for g in &self.groups {
+            println!(
+                "{:<10} {:<8} {:>6} {:>17} {:>9} {:>17} {:>10} {:>10} {:>16}",
+                g.name,
+                g.cpus,
+                g.invocations,
+                pair(&g.enforcement),
+                g.sched_runs.map_or("-".into(), |r| r.to_string()),
+                pair(&g.runqueue_latency),
+                g.on_cpu_ms.map_or("-".into(), |ms| format!("{ms:.0}ms")),
+                g.sched_violations.map_or("-".into(), |v| v.to_string()),
+                format!(
+                    "{}/{}",
+                    g.placement_samples.outside, g.placement_samples.samples
+                ),
+            );
+        }
+        if self.groups.iter().all(|g| g.sched_runs.is_none()) {
+            println!(
+                "(scheduler columns are empty: the `{}` backend has no in-kernel statistics)",
+                self.enforcement_backend
+            );
+        }
+    }
+
+    /// Every group's placement is clean: no scheduler violations and no sample outside.
+    pub fn placement_clean(&self) -> bool {
+        self.groups
+            .iter()
+            .all(|g| g.sched_violations.unwrap_or(0) == 0 && g.placement_samples.outside == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nearest-rank percentiles: p50 of 1..=100 is 50, p99 is 99.
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
+        let p = Percentiles::of(&mut v).unwrap();
+        assert_eq!((p.p50_us, p.p99_us), (50.0, 99.0));
+        assert_eq!(Percentiles::of(&mut []), None);
+    }
+}

@@ -1,0 +1,378 @@
+//! `corral run`: start the runtime from a configuration file, drive its `[[workload]]` load with
+//! live progress, then report per function and per group (and write the same figures as JSON).
+//!
+//! The load runs on a tokio runtime of its own, as a worker's would; every invocation goes
+//! through the public [`corral::RuntimeHandle`]. Scheduler figures are the difference of two
+//! readings of the pinned statistics map, taken before and after the load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use corral::{ContainerBackendKind, InvocationResult, Runtime, RuntimeHandle, StartKind};
+use corral_bpf::{GroupStats, PinnedMaps};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::task::JoinSet;
+
+use super::config::{CliConfig, Load};
+use super::report::{
+    apply_sched_stats, stats_delta, FunctionReport, GroupReport, Percentiles, RunReport,
+};
+use super::sampler::{Assignments, Sampler};
+
+/// Run the configured workload and report.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (TOML): groups, policy, limits, functions and `[[workload]]`.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Also write the report's figures to this file as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Hide the live progress bars even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// One invocation's outcome, tagged with its workload entry.
+struct Outcome {
+    workload: usize,
+    result: Result<InvocationResult, String>,
+}
+
+/// Live counters per workload entry, for the progress bars.
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    err: AtomicU64,
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let corral_exe = std::env::current_exe().context("cannot find the corral binary's own path")?;
+    let config = CliConfig::load(&args.config, &corral_exe)?;
+    if config.workload.is_empty() {
+        bail!(
+            "{} has no [[workload]] entries, so there is nothing to run; add one (see examples/demo.toml)",
+            args.config.display()
+        );
+    }
+    let sample_parent = match config.runtime.containers.backend {
+        ContainerBackendKind::Local => Some(config.runtime.containers.resolved_cgroup_parent()?),
+        ContainerBackendKind::Sim => None,
+    };
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime for the load")?;
+    let handle =
+        Runtime::start(config.runtime.clone()).context("cannot start the corral runtime")?;
+    let result = tokio.block_on(drive(&handle, &config, sample_parent, args.quiet));
+    let shutdown = tokio.block_on(handle.shutdown());
+    let report = result?;
+    let shutdown = shutdown.context("the runtime did not shut down cleanly")?;
+
+    report.print();
+    println!(
+        "shutdown: {} containers destroyed, {} enforcements removed, {}/{} permits free",
+        shutdown.containers_destroyed,
+        shutdown.enforcements_removed,
+        shutdown.permits_available,
+        shutdown.limit
+    );
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    let completed: u64 = report.functions.iter().map(|f| f.invocations).sum();
+    if completed == 0 {
+        eprintln!("corral run: no invocation completed");
+        return Ok(1);
+    }
+    if !report.placement_clean() {
+        eprintln!(
+            "corral run: threads ran outside their group (see violations and samples outside)"
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+async fn drive(
+    handle: &RuntimeHandle,
+    config: &CliConfig,
+    sample_parent: Option<PathBuf>,
+    quiet: bool,
+) -> Result<RunReport> {
+    let groups = handle.groups().to_vec();
+    let stats = handle.stats();
+    let maps = if stats.enforcement_backend == "bpf" {
+        Some(
+            PinnedMaps::open(&config.runtime.enforcement.pin_dir)
+                .context("cannot open the pinned maps for statistics")?,
+        )
+    } else {
+        None
+    };
+    let read_stats = |maps: &Option<PinnedMaps>| -> Result<BTreeMap<u32, GroupStats>> {
+        let mut out = BTreeMap::new();
+        if let Some(maps) = maps {
+            for g in &groups {
+                out.insert(g.id.0, maps.stats().read(g.id.0)?);
+            }
+        }
+        Ok(out)
+    };
+    let before = read_stats(&maps)?;
+
+    let assignments: Assignments = Arc::default();
+    let sampler =
+        sample_parent.map(|p| Sampler::start(p, assignments.clone(), Duration::from_millis(10)));
+
+    let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
+    let counters: Vec<Arc<Counters>> = config.workload.iter().map(|_| Arc::default()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "corral run: interrupted; finishing the invocations in flight, then reporting"
+                );
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+
+    let progress = if quiet {
+        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    } else {
+        MultiProgress::new()
+    };
+    let style =
+        ProgressStyle::with_template("{prefix:<14} [{bar:30}] {elapsed:>4}/{len:>3}s {msg}")
+            .expect("valid progress template")
+            .progress_chars("=> ");
+    let started = Instant::now();
+    let mut loads = JoinSet::new();
+    for (i, (w, (load, duration))) in config.workload.iter().zip(&config.loads).enumerate() {
+        let bar = progress.add(ProgressBar::new(duration.as_secs().max(1)));
+        bar.set_style(style.clone());
+        bar.set_prefix(w.function.clone());
+        let ctx = LoadCtx {
+            index: i,
+            handle: handle.clone(),
+            function: w.function.clone(),
+            payload: w.payload.clone().into_bytes(),
+            deadline: started + *duration,
+            stop: stop.clone(),
+            outcomes: outcomes.clone(),
+            counters: counters[i].clone(),
+            assignments: assignments.clone(),
+            groups: groups.iter().map(|g| (g.id.0, g.cpus.clone())).collect(),
+        };
+        let (load, duration) = (*load, *duration);
+        loads.spawn(async move {
+            let ticker = {
+                let (bar, counters) = (bar.clone(), ctx.counters.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let elapsed = started.elapsed().min(duration);
+                        bar.set_position(elapsed.as_secs());
+                        bar.set_message(format!(
+                            "ok {} err {}",
+                            counters.ok.load(Ordering::Relaxed),
+                            counters.err.load(Ordering::Relaxed)
+                        ));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                })
+            };
+            match load {
+                Load::OpenLoop { rate_per_s } => open_loop(&ctx, rate_per_s).await,
+                Load::ClosedLoop { concurrency } => closed_loop(&ctx, concurrency).await,
+            }
+            ticker.abort();
+            bar.set_position(duration.as_secs().max(1));
+            bar.finish_with_message(format!(
+                "ok {} err {} (done)",
+                ctx.counters.ok.load(Ordering::Relaxed),
+                ctx.counters.err.load(Ordering::Relaxed)
+            ));
+        });
+    }
+    while let Some(joined) = loads.join_next().await {
+        joined.context("a load task panicked")?;
+    }
+    let wall = started.elapsed();
+    let after = read_stats(&maps)?;
+    let placement = sampler.map(Sampler::finish).unwrap_or_default();
+    let stats = handle.stats();
+
+    let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes lock"));
+    let mut report = RunReport {
+        config: config.path.display().to_string(),
+        enforcement_backend: stats.enforcement_backend.to_string(),
+        sched_ext_unavailable: stats.sched_ext_unavailable.clone(),
+        wall_s: wall.as_secs_f64(),
+        max_in_flight: stats.max_in_flight,
+        ..RunReport::default()
+    };
+    for (i, w) in config.workload.iter().enumerate() {
+        let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.workload == i).collect();
+        let ok: Vec<&InvocationResult> =
+            mine.iter().filter_map(|o| o.result.as_ref().ok()).collect();
+        let pick = |f: &dyn Fn(&InvocationResult) -> Duration| {
+            Percentiles::of(&mut ok.iter().map(|r| f(r)).collect::<Vec<_>>())
+        };
+        let mut errors = BTreeSet::new();
+        for o in &mine {
+            if let Err(e) = &o.result {
+                errors.insert(e.clone());
+            }
+        }
+        report.functions.push(FunctionReport {
+            function: w.function.clone(),
+            groups: ok
+                .iter()
+                .map(|r| r.group_name.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            invocations: ok.len() as u64,
+            errors: (mine.len() - ok.len()) as u64,
+            cold_starts: ok.iter().filter(|r| r.start == StartKind::Cold).count() as u64,
+            end_to_end: pick(&|r| r.timings.total),
+            queue_wait: pick(&|r| r.timings.queue_wait),
+            enforcement: pick(&|r| r.timings.enforcement),
+            run: pick(&|r| r.timings.run),
+            error_samples: errors.into_iter().take(3).collect(),
+        });
+    }
+    for g in &groups {
+        let mine: Vec<&InvocationResult> = outcomes
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok())
+            .filter(|r| r.group == g.id)
+            .collect();
+        let mut group = GroupReport {
+            id: g.id.0,
+            name: g.name.clone(),
+            cpus: g.cpu_list(),
+            invocations: mine.len() as u64,
+            enforcement: Percentiles::of(
+                &mut mine
+                    .iter()
+                    .map(|r| r.timings.enforcement)
+                    .collect::<Vec<_>>(),
+            ),
+            placement_samples: placement.get(&g.id.0).copied().unwrap_or_default(),
+            ..GroupReport::default()
+        };
+        if let (Some(b), Some(a)) = (before.get(&g.id.0), after.get(&g.id.0)) {
+            apply_sched_stats(&mut group, &stats_delta(a, b));
+        }
+        report.groups.push(group);
+    }
+    Ok(report)
+}
+
+/// What one load task needs.
+struct LoadCtx {
+    index: usize,
+    handle: RuntimeHandle,
+    function: String,
+    payload: Vec<u8>,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    counters: Arc<Counters>,
+    assignments: Assignments,
+    groups: BTreeMap<u32, Vec<u32>>,
+}
+
+impl LoadCtx {
+    fn running(&self) -> bool {
+        Instant::now() < self.deadline && !self.stop.load(Ordering::Relaxed)
+    }
+
+    async fn invoke_once(&self) {
+        let result = self
+            .handle
+            .invoke(&self.function, self.payload.clone())
+            .await;
+        self.record(result.map_err(|e| e.to_string()));
+    }
+
+    fn record(&self, result: Result<InvocationResult, String>) {
+        match &result {
+            Ok(r) => {
+                self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                if let Some(cpus) = self.groups.get(&r.group.0) {
+                    self.assignments
+                        .lock()
+                        .expect("assignments lock")
+                        .insert(r.cgroup_id, (r.group.0, cpus.clone()));
+                }
+            }
+            Err(_) => {
+                self.counters.err.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.outcomes.lock().expect("outcomes lock").push(Outcome {
+            workload: self.index,
+            result,
+        });
+    }
+}
+
+/// Starts an invocation every `1/rate` seconds until the deadline, whatever the latency, then
+/// waits for those still in flight.
+async fn open_loop(ctx: &LoadCtx, rate_per_s: f64) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate_per_s));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = JoinSet::new();
+    while ctx.running() {
+        tick.tick().await;
+        if !ctx.running() {
+            break;
+        }
+        let (handle, function, payload) = (
+            ctx.handle.clone(),
+            ctx.function.clone(),
+            ctx.payload.clone(),
+        );
+        in_flight.spawn(async move { handle.invoke(&function, payload).await });
+        while let Some(done) = in_flight.try_join_next() {
+            ctx.record(flatten(done));
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        ctx.record(flatten(done));
+    }
+}
+
+/// Keeps `concurrency` invocations in flight until the deadline.
+async fn closed_loop(ctx: &LoadCtx, concurrency: u32) {
+    let workers = (0..concurrency).map(|_| async {
+        while ctx.running() {
+            ctx.invoke_once().await;
+        }
+    });
+    futures::future::join_all(workers).await;
+}
+
+type Invoked = Result<InvocationResult, corral::RuntimeError>;
+
+fn flatten(done: Result<Invoked, tokio::task::JoinError>) -> Result<InvocationResult, String> {
+    match done {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the invocation task failed: {e}")),
+    }
+}

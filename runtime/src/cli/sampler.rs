@@ -1,0 +1,133 @@
+//! Samples, during `corral run`, the CPU every thread of every container last ran on (field 39
+//! of `/proc/<tid>/stat`), and counts the samples that fall outside the thread's group. It is
+//! the user-space cross-check of the scheduler's own violation counter, and it works for the
+//! `cpuset` backend too, which has no counter.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Per-group sample counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlacementSamples {
+    /// Thread samples taken.
+    pub samples: u64,
+    /// Samples on a CPU outside the group.
+    pub outside: u64,
+}
+
+/// Which group (and CPUs) each container cgroup is enforced to, as the invocations report it.
+pub type Assignments = Arc<Mutex<HashMap<u64, (u32, Vec<u32>)>>>;
+
+/// A running sampler thread.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<BTreeMap<u32, PlacementSamples>>>,
+}
+
+impl Sampler {
+    /// Starts sampling the container cgroups under `parent` every `period`.
+    pub fn start(parent: PathBuf, assignments: Assignments, period: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("corral-sampler".into())
+            .spawn(move || {
+                let mut counts: BTreeMap<u32, PlacementSamples> = BTreeMap::new();
+                let mut seen = HashSet::new();
+                while !flag.load(Ordering::Relaxed) {
+                    let known = assignments.lock().expect("assignments lock").clone();
+                    seen = sample_once(&parent, &known, &seen, &mut counts);
+                    std::thread::sleep(period);
+                }
+                counts
+            })
+            .expect("spawning the sampler thread");
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the sampler and returns its counts per group id.
+    pub fn finish(mut self) -> BTreeMap<u32, PlacementSamples> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Takes one sample of every thread under `parent` and returns the threads it saw.
+///
+/// A thread counts only from its second sighting on: a new process joins its container's cgroup
+/// from wherever it was forked, and its last CPU can still be the parent's for the moment before
+/// the kernel moves it. A thread that really runs outside its group stays outside and is counted
+/// at every later sample.
+fn sample_once(
+    parent: &Path,
+    known: &HashMap<u64, (u32, Vec<u32>)>,
+    previously: &HashSet<i32>,
+    counts: &mut BTreeMap<u32, PlacementSamples>,
+) -> HashSet<i32> {
+    let mut seen = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return seen;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let Some((group, cpus)) = known.get(&meta.ino()) else {
+            continue;
+        };
+        let Ok(threads) = std::fs::read_to_string(dir.join("cgroup.threads")) else {
+            continue;
+        };
+        for tid in threads.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            seen.insert(tid);
+            if !previously.contains(&tid) {
+                continue;
+            }
+            if let Some(cpu) = last_cpu(tid) {
+                let c = counts.entry(*group).or_default();
+                c.samples += 1;
+                if !cpus.contains(&cpu) {
+                    c.outside += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Field 39 (`processor`) of `/proc/<tid>/stat`: the CPU the thread last ran on.
+pub fn last_cpu(tid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(36)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sampler reads this very thread's CPU, which must be an online CPU.
+    #[test]
+    fn last_cpu_reads_field_39() {
+        let tid = unsafe { libc::gettid() };
+        let cpu = last_cpu(tid).expect("field 39 of our own stat");
+        let online = corral_bpf::cpus::online_cpus().unwrap();
+        assert!(online.contains(cpu), "cpu {cpu} not online");
+    }
+}

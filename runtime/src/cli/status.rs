@@ -1,0 +1,69 @@
+//! `corral status`: the scheduler's state, its last exit reason, the published groups and the
+//! mapped cgroups, in one screen.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use corral_bpf::DEFAULT_PIN_DIR;
+
+use super::maps::{open_maps, print_groups_and_cgroups, read_view};
+use super::sched::LAST_EXIT_FILE;
+
+/// Show the scheduler state and the maps' contents.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where the maps are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    match corral_bpf::sched_ext_state() {
+        Ok(state) => {
+            let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default();
+            println!(
+                "sched_ext: {state:?}{}",
+                if ops.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (scheduler `{ops}`)")
+                }
+            );
+        }
+        Err(e) => println!("sched_ext: unavailable ({e}); corral enforces groups with cpuset here"),
+    }
+    match std::fs::read_to_string(LAST_EXIT_FILE) {
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => println!(
+                "last exit: {} {}{} (recorded by corral sched in {LAST_EXIT_FILE})",
+                v["kind"].as_str().unwrap_or("?"),
+                v["reason"].as_str().unwrap_or(""),
+                v["message"]
+                    .as_str()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => println!("last exit: {LAST_EXIT_FILE} is unreadable ({e})"),
+        },
+        Err(_) => println!("last exit: none recorded"),
+    }
+    if !Path::new(&args.pin_dir).exists() {
+        println!(
+            "maps: none pinned at {} (start `corral sched` or `corral run`)",
+            args.pin_dir.display()
+        );
+        return Ok(());
+    }
+    let maps = open_maps(&args.pin_dir)?;
+    let view = read_view(&maps)?;
+    println!(
+        "maps: {} (layout v{}, generation {})",
+        view.pin_dir, view.layout_version, view.generation
+    );
+    print_groups_and_cgroups(&view);
+    Ok(())
+}
