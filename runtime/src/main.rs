@@ -48,9 +48,6 @@ enum Command {
     /// Diagnose this machine (sched_ext, BTF, bpffs, cgroup v2 controllers, privileges) and give
     /// the fix for each problem. Exits 1 when something corral needs is missing.
     Check(cli::check::CheckArgs),
-    /// Burn a fixed amount of CPU time per thread: the body of the demo's CPU-bound functions.
-    #[command(hide = true)]
-    Spin(cli::spin::SpinArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,7 +61,6 @@ fn main() -> ExitCode {
         Command::Maps(args) => cli::maps::maps(args).map(|_| 0),
         Command::Status(args) => cli::status::run(args).map(|_| 0),
         Command::Check(args) => cli::check::run(args),
-        Command::Spin(args) => cli::spin::run(args).map(|_| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

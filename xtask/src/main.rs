@@ -287,7 +287,7 @@ fn run_demo(args: DemoArgs) -> Result<i32> {
     std::fs::write(
         &script,
         format!(
-            "cat > {guest_config} <<'CORRAL_DEMO_EOF'\n{text}\nCORRAL_DEMO_EOF\ncorral run --config {guest_config}\n"
+            "cat > {guest_config} <<'CORRAL_DEMO_EOF'\n{text}\nCORRAL_DEMO_EOF\ncorral run --config {guest_config} --progress lines\n"
         ),
     )?;
     let spec = GuestSpec {

@@ -109,9 +109,9 @@ impl WorkloadSpec {
         Ok(Duration::from_secs_f64(self.duration_s))
     }
 
-    /// The runtime function this entry registers; `corral` is the path of this binary, whose
-    /// hidden `spin` subcommand is the body of `spin` and `burst` functions.
-    pub fn function_spec(&self, i: usize, corral: &Path) -> Result<FunctionSpec> {
+    /// The runtime function this entry registers; `spin` is the path of the `corral-spin`
+    /// binary, the body of `spin` and `burst` functions.
+    pub fn function_spec(&self, i: usize, spin: &Path) -> Result<FunctionSpec> {
         let cpu_ms = |kind: &str| -> Result<u64> {
             match self.cpu_ms {
                 Some(ms) if (1..=600_000).contains(&ms) => Ok(ms),
@@ -119,7 +119,7 @@ impl WorkloadSpec {
                 None => bail!("workload[{i}].cpu_ms is missing: a `{kind}` function needs the CPU time per thread"),
             }
         };
-        let corral = corral.to_string_lossy().into_owned();
+        let spin = spin.to_string_lossy().into_owned();
         let command = match self.kind {
             FunctionKind::Spin => {
                 if self.threads.is_some_and(|t| t != 1) {
@@ -128,12 +128,7 @@ impl WorkloadSpec {
                 if !self.command.is_empty() {
                     bail!("workload[{i}].command is only for kind = \"command\"");
                 }
-                vec![
-                    corral,
-                    "spin".into(),
-                    "--millis".into(),
-                    cpu_ms("spin")?.to_string(),
-                ]
+                vec![spin, "--millis".into(), cpu_ms("spin")?.to_string()]
             }
             FunctionKind::Burst => {
                 let threads = match self.threads {
@@ -145,8 +140,7 @@ impl WorkloadSpec {
                     bail!("workload[{i}].command is only for kind = \"command\"");
                 }
                 vec![
-                    corral,
-                    "spin".into(),
+                    spin,
                     "--millis".into(),
                     cpu_ms("burst")?.to_string(),
                     "--threads".into(),
@@ -184,14 +178,15 @@ pub struct CliConfig {
 
 impl CliConfig {
     /// Reads, parses and validates the file (groups against this machine's online CPUs).
-    pub fn load(path: &Path, corral: &Path) -> Result<CliConfig> {
+    /// `spin` is the `corral-spin` binary that `spin` and `burst` functions run.
+    pub fn load(path: &Path, spin: &Path) -> Result<CliConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-        Self::parse(&text, path, corral).with_context(|| format!("in {}", path.display()))
+        Self::parse(&text, path, spin).with_context(|| format!("in {}", path.display()))
     }
 
     /// Parses and validates configuration text.
-    pub fn parse(text: &str, path: &Path, corral: &Path) -> Result<CliConfig> {
+    pub fn parse(text: &str, path: &Path, spin: &Path) -> Result<CliConfig> {
         let mut table: toml::Table = toml::from_str(text).context("the file is not valid TOML")?;
         let workload: Vec<WorkloadSpec> = match table.remove("workload") {
             Some(value) => typed(value, "workload")?,
@@ -213,7 +208,7 @@ impl CliConfig {
                     w.function
                 );
             }
-            runtime.functions.push(w.function_spec(i, corral)?);
+            runtime.functions.push(w.function_spec(i, spin)?);
             loads.push((w.load(i)?, w.duration(i)?));
         }
         runtime.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -240,6 +235,20 @@ fn typed<T: serde::de::DeserializeOwned>(value: toml::Value, prefix: &str) -> Re
     })
 }
 
+/// The `corral-spin` binary: installed next to `corral`.
+pub fn spin_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the corral binary's own path")?;
+    let spin = exe.with_file_name("corral-spin");
+    if !spin.is_file() {
+        bail!(
+            "{} is missing: spin and burst functions run it; install it next to {} (cargo builds both)",
+            spin.display(),
+            exe.display()
+        );
+    }
+    Ok(spin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,12 +263,12 @@ mod tests {
         )
     }
 
-    /// A spin workload registers a function whose command is this binary's spin subcommand.
+    /// A spin workload registers a function whose command is the corral-spin binary.
     #[test]
     fn spin_workload_registers_a_spin_function() {
         let c = parse("[[workload]]\nfunction = \"f\"\nkind = \"spin\"\ncpu_ms = 5\nrate_per_s = 2\nduration_s = 1\n").unwrap();
         let f = c.runtime.functions.iter().find(|f| f.name == "f").unwrap();
-        assert_eq!(f.command, ["/bin/corral", "spin", "--millis", "5"]);
+        assert_eq!(f.command, ["/bin/corral-spin", "--millis", "5"]);
         assert_eq!(c.loads[0].0, Load::OpenLoop { rate_per_s: 2.0 });
     }
 

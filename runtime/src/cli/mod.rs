@@ -9,7 +9,6 @@
 //! - [`maps`]: `corral map`, `corral unmap`, `corral maps dump`.
 //! - [`status`]: `corral status`.
 //! - [`check`]: `corral check`.
-//! - [`spin`]: `corral spin`, the demo's CPU-bound function body.
 
 pub mod check;
 pub mod config;
@@ -18,7 +17,6 @@ pub mod report;
 pub mod run;
 pub mod sampler;
 pub mod sched;
-pub mod spin;
 pub mod status;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and corral's own info lines).

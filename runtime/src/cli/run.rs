@@ -33,9 +33,39 @@ pub struct RunArgs {
     /// Also write the report's figures to this file as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Hide the live progress bars even on a terminal.
-    #[arg(long)]
-    pub quiet: bool,
+    /// Live progress: `bars` redraws in place (the default on a terminal), `lines` prints a
+    /// status line every two seconds (the default otherwise, and for serial consoles), `none`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+/// How `corral run` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, lines otherwise.
+    Auto,
+    /// Progress bars redrawn in place.
+    Bars,
+    /// A plain status line every two seconds.
+    Lines,
+    /// Nothing until the report.
+    None,
+}
+
+impl ProgressMode {
+    fn resolve(self) -> ProgressMode {
+        match self {
+            ProgressMode::Auto => {
+                let dumb = std::env::var("TERM").map_or(true, |t| t == "dumb" || t.is_empty());
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !dumb {
+                    ProgressMode::Bars
+                } else {
+                    ProgressMode::Lines
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// One invocation's outcome, tagged with its workload entry.
@@ -52,8 +82,7 @@ struct Counters {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let corral_exe = std::env::current_exe().context("cannot find the corral binary's own path")?;
-    let config = CliConfig::load(&args.config, &corral_exe)?;
+    let config = CliConfig::load(&args.config, &super::config::spin_binary()?)?;
     if config.workload.is_empty() {
         bail!(
             "{} has no [[workload]] entries, so there is nothing to run; add one (see examples/demo.toml)",
@@ -72,7 +101,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .context("cannot start the tokio runtime for the load")?;
     let handle =
         Runtime::start(config.runtime.clone()).context("cannot start the corral runtime")?;
-    let result = tokio.block_on(drive(&handle, &config, sample_parent, args.quiet));
+    let result = tokio.block_on(drive(
+        &handle,
+        &config,
+        sample_parent,
+        args.progress.resolve(),
+    ));
     let shutdown = tokio.block_on(handle.shutdown());
     let report = result?;
     let shutdown = shutdown.context("the runtime did not shut down cleanly")?;
@@ -108,7 +142,7 @@ async fn drive(
     handle: &RuntimeHandle,
     config: &CliConfig,
     sample_parent: Option<PathBuf>,
-    quiet: bool,
+    progress_mode: ProgressMode,
 ) -> Result<RunReport> {
     let groups = handle.groups().to_vec();
     let stats = handle.stats();
@@ -150,11 +184,41 @@ async fn drive(
         });
     }
 
-    let progress = if quiet {
-        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
-    } else {
-        MultiProgress::new()
+    let progress = match progress_mode {
+        ProgressMode::Bars => MultiProgress::new(),
+        _ => MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()),
     };
+    let line_printer = (progress_mode == ProgressMode::Lines).then(|| {
+        let names: Vec<String> = config.workload.iter().map(|w| w.function.clone()).collect();
+        let counters = counters.clone();
+        let total = config
+            .loads
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let parts: Vec<String> = names
+                    .iter()
+                    .zip(&counters)
+                    .map(|(n, c)| {
+                        let (ok, err) =
+                            (c.ok.load(Ordering::Relaxed), c.err.load(Ordering::Relaxed));
+                        format!("{n} ok {ok} err {err}")
+                    })
+                    .collect();
+                eprintln!(
+                    "[{:>3}s/{}s] {}",
+                    start.elapsed().as_secs(),
+                    total.as_secs(),
+                    parts.join(" | ")
+                );
+            }
+        })
+    });
     let style =
         ProgressStyle::with_template("{prefix:<14} [{bar:30}] {elapsed:>4}/{len:>3}s {msg}")
             .expect("valid progress template")
@@ -209,6 +273,9 @@ async fn drive(
     }
     while let Some(joined) = loads.join_next().await {
         joined.context("a load task panicked")?;
+    }
+    if let Some(printer) = line_printer {
+        printer.abort();
     }
     let wall = started.elapsed();
     let after = read_stats(&maps)?;

@@ -30,8 +30,9 @@ pub struct SchedArgs {
 }
 
 pub fn run(args: SchedArgs) -> Result<i32> {
-    let corral_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("corral"));
-    let config = CliConfig::load(&args.config, &corral_exe)?;
+    // Only the groups matter here; workload functions need not be runnable.
+    let spin = super::config::spin_binary().unwrap_or_else(|_| PathBuf::from("corral-spin"));
+    let config = CliConfig::load(&args.config, &spin)?;
     let validated = config
         .runtime
         .validate()
