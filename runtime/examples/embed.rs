@@ -53,23 +53,33 @@ simulated_run_us = 8000
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = match std::env::args().nth(1) {
-        Some(path) => std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?,
-        // Groups may not share CPUs: give the two default groups one CPU each when there are two.
-        None if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 => {
-            DEFAULT_CONFIG.replacen("cpus = \"0\"\nslice_us = 20000", "cpus = \"1\"\nslice_us = 20000", 1)
+        Some(path) => {
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?
         }
-        None => DEFAULT_CONFIG.replacen(
-            "[[groups]]\nname = \"batch\"\ncpus = \"0\"\nslice_us = 20000\n",
-            "",
-            1,
-        )
-        .replace("\"batch\"", "\"latency\""),
+        // Groups may not share CPUs: give the two default groups one CPU each when there are two.
+        None if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 => DEFAULT_CONFIG
+            .replacen(
+                "cpus = \"0\"\nslice_us = 20000",
+                "cpus = \"1\"\nslice_us = 20000",
+                1,
+            ),
+        None => DEFAULT_CONFIG
+            .replacen(
+                "[[groups]]\nname = \"batch\"\ncpus = \"0\"\nslice_us = 20000\n",
+                "",
+                1,
+            )
+            .replace("\"batch\"", "\"latency\""),
     };
     let config = RuntimeConfig::from_toml_str(&text)?;
     let runtime = Runtime::start(config)?;
     println!(
         "corral started: groups {:?}, enforcement {}",
-        runtime.groups().iter().map(|g| (&g.name, g.cpu_list())).collect::<Vec<_>>(),
+        runtime
+            .groups()
+            .iter()
+            .map(|g| (&g.name, g.cpu_list()))
+            .collect::<Vec<_>>(),
         runtime.stats().enforcement_backend
     );
 
@@ -78,7 +88,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let handle = runtime.clone();
         let function = if i % 3 == 0 { "transcode" } else { "thumbnail" };
         tasks.push(tokio::spawn(async move {
-            handle.invoke(function, format!("request {i}").into_bytes()).await
+            handle
+                .invoke(function, format!("request {i}").into_bytes())
+                .await
         }));
     }
     for task in tasks {

@@ -18,7 +18,9 @@ use corral_actors::container_backend::{CgroupId, CgroupRef, Enforcement};
 use corral_actors::error::BoxError;
 use corral_actors::map_backend::MapBackend;
 use corral_actors::ActorError;
-use corral_bpf::{set_cgroup_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, Scheduler, SchedulerConfig};
+use corral_bpf::{
+    set_cgroup_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, Scheduler, SchedulerConfig,
+};
 
 use crate::config::EnforcementConfig;
 
@@ -79,7 +81,12 @@ impl MapBackend for BpfMapBackend {
             self.maps
                 .groups()
                 .publish(g.id.0, &spec)
-                .map_err(bpf_error(format!("publish group {} `{}` on CPUs {}", g.id, g.name, g.cpu_list())))?;
+                .map_err(bpf_error(format!(
+                    "publish group {} `{}` on CPUs {}",
+                    g.id,
+                    g.name,
+                    g.cpu_list()
+                )))?;
             if !self.published.contains(&g.id) {
                 self.published.push(g.id);
             }
@@ -91,7 +98,10 @@ impl MapBackend for BpfMapBackend {
         self.maps
             .cgroups()
             .insert(cgroup.id.0, group.id.0, CgroupFlags::NONE)
-            .map_err(bpf_error(format!("map cgroup {} to group {}", cgroup.id, group.id)))?;
+            .map_err(bpf_error(format!(
+                "map cgroup {} to group {}",
+                cgroup.id, group.id
+            )))?;
         if let Some(path) = &cgroup.path {
             set_cgroup_sched_ext(path, true).map_err(bpf_error(format!(
                 "switch the threads of {} to SCHED_EXT",
@@ -110,7 +120,10 @@ impl MapBackend for BpfMapBackend {
     }
 
     fn remove(&mut self, cgroup: &CgroupRef) -> Result<bool, ActorError> {
-        let path = cgroup.path.clone().or_else(|| self.switched.get(&cgroup.id).cloned());
+        let path = cgroup
+            .path
+            .clone()
+            .or_else(|| self.switched.get(&cgroup.id).cloned());
         self.switched.remove(&cgroup.id);
         if let Some(path) = path.filter(|p| p.exists()) {
             set_cgroup_sched_ext(&path, false).map_err(bpf_error(format!(
@@ -188,7 +201,9 @@ impl SchedulerDriver for BpfSchedulerDriver {
     }
 
     fn is_attached(&self) -> bool {
-        self.scheduler.as_ref().is_some_and(|s| s.exit_info().is_none())
+        self.scheduler
+            .as_ref()
+            .is_some_and(|s| s.exit_info().is_none())
     }
 
     fn detach(&mut self) -> Result<(), BoxError> {
@@ -199,10 +214,11 @@ impl SchedulerDriver for BpfSchedulerDriver {
     }
 }
 
+/// The `bpf` map backend and, when the runtime loads the scheduler, its driver.
+pub(crate) type OpenedBpf = (Box<dyn MapBackend>, Option<Box<dyn SchedulerDriver>>);
+
 /// Opens the `bpf` backend and, when configured, the scheduler driver.
-pub(crate) fn open(
-    config: &EnforcementConfig,
-) -> Result<(Box<dyn MapBackend>, Option<Box<dyn SchedulerDriver>>), ActorError> {
+pub(crate) fn open(config: &EnforcementConfig) -> Result<OpenedBpf, ActorError> {
     let backend = BpfMapBackend::open(&config.pin_dir)?;
     let driver: Option<Box<dyn SchedulerDriver>> = config
         .load_scheduler

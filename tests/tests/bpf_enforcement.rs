@@ -2,9 +2,11 @@
 //! enforcements land in the pinned cgroup map, a new writer rebuilds its mirror from the pins,
 //! and shutdown leaves no cgroup entry and no published group behind.
 
-
 use corral::bpf_enforcement::BpfMapBackend;
-use corral::{ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime, RuntimeConfig};
+use corral::{
+    ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime,
+    RuntimeConfig,
+};
 use corral_actors::config::{validate_groups, GroupId};
 use corral_actors::container_backend::{CgroupId, CgroupRef};
 use corral_actors::map_backend::MapBackend;
@@ -37,7 +39,8 @@ fn groups() -> Vec<GroupConfig> {
 #[tokio::test]
 async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     require_root();
-    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/corral-test-{}-rt", std::process::id()));
+    let pin_dir =
+        std::path::PathBuf::from(format!("/sys/fs/bpf/corral-test-{}-rt", std::process::id()));
     let mut c = RuntimeConfig::with_groups(groups());
     c.monitor.enabled = false;
     c.placement.policy = PolicyKind::Pinned;
@@ -55,8 +58,14 @@ async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     let b = runtime.invoke("fb", vec![]).await.unwrap();
 
     let maps = PinnedMaps::open(&pin_dir).unwrap();
-    assert_eq!(maps.cgroups().get(a.cgroup_id).unwrap().map(|e| e.group), Some(0));
-    assert_eq!(maps.cgroups().get(b.cgroup_id).unwrap().map(|e| e.group), Some(1));
+    assert_eq!(
+        maps.cgroups().get(a.cgroup_id).unwrap().map(|e| e.group),
+        Some(0)
+    );
+    assert_eq!(
+        maps.cgroups().get(b.cgroup_id).unwrap().map(|e| e.group),
+        Some(1)
+    );
     let published = maps.groups().get(1).unwrap().expect("group 1 published");
     assert_eq!(published.spec.cpus, vec![1]);
     assert_eq!(published.spec.slice_ns, 3_000_000);
@@ -64,11 +73,17 @@ async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     mirror.sort();
     assert_eq!(
         mirror,
-        vec![(CgroupId(a.cgroup_id), GroupId(0)), (CgroupId(b.cgroup_id), GroupId(1))]
+        vec![
+            (CgroupId(a.cgroup_id), GroupId(0)),
+            (CgroupId(b.cgroup_id), GroupId(1))
+        ]
     );
 
     runtime.shutdown().await.unwrap();
-    assert!(maps.cgroups().entries().unwrap().is_empty(), "cgroup entries left behind");
+    assert!(
+        maps.cgroups().entries().unwrap().is_empty(),
+        "cgroup entries left behind"
+    );
     assert!(!maps.groups().is_published(0).unwrap());
     drop(maps);
     PinnedMaps::remove_pins(&pin_dir).unwrap();
@@ -80,7 +95,10 @@ async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
 #[test]
 fn bpf_backend_reads_back_entries_from_the_pins() {
     require_root();
-    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/corral-test-{}-direct", std::process::id()));
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/corral-test-{}-direct",
+        std::process::id()
+    ));
     let groups = validate_groups(&groups(), &[0, 1]).unwrap();
     let mut first = BpfMapBackend::open(&pin_dir).unwrap();
     first.publish_groups(&groups).unwrap();
@@ -89,11 +107,17 @@ fn bpf_backend_reads_back_entries_from_the_pins() {
         path: None,
     };
     let ack = first.enforce(&cgroup, &groups[1]).unwrap();
-    assert!(ack.sched_ext, "bpf enforcement switches processes to SCHED_EXT");
+    assert!(
+        ack.sched_ext,
+        "bpf enforcement switches processes to SCHED_EXT"
+    );
     drop(first);
 
     let mut second = BpfMapBackend::open(&pin_dir).unwrap();
-    assert_eq!(second.entries().unwrap(), vec![(CgroupId(777_001), GroupId(1))]);
+    assert_eq!(
+        second.entries().unwrap(),
+        vec![(CgroupId(777_001), GroupId(1))]
+    );
     assert!(second.remove(&cgroup).unwrap());
     assert!(second.entries().unwrap().is_empty());
     second.publish_groups(&groups).unwrap();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use corral::config::cgroup2_mount;
 use corral::{
-    ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime, RuntimeConfig, RuntimeError,
-    StartKind,
+    ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime,
+    RuntimeConfig, RuntimeError, StartKind,
 };
 use corral_actors::config::{validate_groups, GroupId};
 use corral_actors::container_backend::{CgroupId, CgroupRef};
@@ -74,22 +74,42 @@ async fn local_backend_runs_functions_in_cgroups_confined_by_cpuset() {
         c.functions.push(f);
     }
     let mut fail = FunctionSpec::named("fail");
-    fail.command = vec!["/bin/sh".into(), "-c".into(), "echo broken >&2; exit 3".into()];
+    fail.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo broken >&2; exit 3".into(),
+    ];
     c.functions.push(fail);
 
     let runtime = Runtime::start(c).unwrap();
     assert_eq!(runtime.stats().enforcement_backend, "cpuset");
     for (function, group, cpu) in [("fa", "a", "0"), ("fb", "b", "1"), ("fa", "a", "0")] {
-        let r = runtime.invoke(function, b"payload-in".to_vec()).await.unwrap();
+        let r = runtime
+            .invoke(function, b"payload-in".to_vec())
+            .await
+            .unwrap();
         let out = String::from_utf8(r.output.clone()).unwrap();
         assert_eq!(r.group_name, group);
         let dir = parent.join(&r.container);
-        assert_eq!(std::fs::metadata(&dir).unwrap().ino(), r.cgroup_id, "cgroup id is the inode");
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().ino(),
+            r.cgroup_id,
+            "cgroup id is the inode"
+        );
         let rel = dir.strip_prefix(&v2).unwrap().display().to_string();
         assert_eq!(line_with(&out, "0::"), format!("0::/{rel}"));
         let cpuset_line = line_with(&out, ":cpuset:");
-        assert!(cpuset_line.ends_with(&format!(":cpuset:/{tag}/{}", r.cgroup_id)), "{cpuset_line}");
-        assert_eq!(line_with(&out, "Cpus_allowed_list").split_whitespace().nth(1), Some(cpu), "{out}");
+        assert!(
+            cpuset_line.ends_with(&format!(":cpuset:/{tag}/{}", r.cgroup_id)),
+            "{cpuset_line}"
+        );
+        assert_eq!(
+            line_with(&out, "Cpus_allowed_list")
+                .split_whitespace()
+                .nth(1),
+            Some(cpu),
+            "{out}"
+        );
         assert!(out.contains(&format!("cpus={cpu}")), "{out}");
         assert!(out.ends_with("payload-in"), "{out}");
     }
@@ -110,7 +130,10 @@ async fn local_backend_runs_functions_in_cgroups_confined_by_cpuset() {
     let report = runtime.shutdown().await.unwrap();
     assert_eq!(report.permits_available, report.limit);
     assert!(!parent.exists(), "{} left behind", parent.display());
-    assert!(!Path::new(DEFAULT_V1_ROOT).join(&tag).exists(), "v1 cpuset left behind");
+    assert!(
+        !Path::new(DEFAULT_V1_ROOT).join(&tag).exists(),
+        "v1 cpuset left behind"
+    );
 }
 
 /// The `cpuset` backend commits an enforcement as one write of `cpuset.cpus` in a v1 cpuset
@@ -129,18 +152,34 @@ fn cpuset_backend_commits_reads_back_and_removes_v1_cpusets() {
     };
     let e = backend.enforce(&cgroup, &groups[1]).unwrap();
     let dir: PathBuf = Path::new(DEFAULT_V1_ROOT).join(&prefix).join("4242");
-    assert_eq!(std::fs::read_to_string(dir.join("cpuset.cpus")).unwrap().trim(), "1");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cpuset.cpus"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
     assert_eq!(e.join, vec![dir.join("cgroup.procs")]);
     assert!(!e.sched_ext);
 
     // A fresh backend (as after a restart) finds the entry on disk.
     let mut reopened = CpusetBackend::new(DEFAULT_V1_ROOT, &prefix);
     reopened.publish_groups(&groups).unwrap();
-    assert_eq!(reopened.entries().unwrap(), vec![(CgroupId(4242), GroupId(1))]);
+    assert_eq!(
+        reopened.entries().unwrap(),
+        vec![(CgroupId(4242), GroupId(1))]
+    );
 
     backend.enforce(&cgroup, &groups[0]).unwrap();
-    assert_eq!(std::fs::read_to_string(dir.join("cpuset.cpus")).unwrap().trim(), "0");
-    assert_eq!(backend.entries().unwrap(), vec![(CgroupId(4242), GroupId(0))]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cpuset.cpus"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        backend.entries().unwrap(),
+        vec![(CgroupId(4242), GroupId(0))]
+    );
 
     assert!(backend.remove(&cgroup).unwrap());
     assert!(!dir.exists());

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actix::{Addr, Supervisor};
 use corral_actors::config::{
-    validate_groups, CpuGroup, FunctionSpec, GroupConfig, GroupId, LimiterConfig, MonitorConfig, PlacementConfig,
-    PolicyKind, PoolConfig,
+    validate_groups, CpuGroup, FunctionSpec, GroupConfig, GroupId, LimiterConfig, MonitorConfig,
+    PlacementConfig, PolicyKind, PoolConfig,
 };
 use corral_actors::container_backend::sim::SimBackend;
 use corral_actors::container_manager::{ContainerManager, FunctionRegistry};
@@ -16,7 +16,8 @@ use corral_actors::lease::Limiter;
 use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
 use corral_actors::map_writer::MapWriter;
 use corral_actors::messages::{
-    AcquireContainer, AcquireLease, ListEnforcements, RegisterFunction, ReleaseContainer, SampleLoad, StartKind,
+    AcquireContainer, AcquireLease, ListEnforcements, RegisterFunction, ReleaseContainer,
+    SampleLoad, StartKind,
 };
 use corral_actors::placement::Placement;
 use corral_actors::pressure::PressureSource;
@@ -194,13 +195,22 @@ async fn enforcement_is_committed_before_container_is_handed_out() {
             .unwrap();
         // Checked synchronously on receipt: nothing else ran in between.
         let cgroup = leased.container.info.cgroup.id;
-        assert_eq!(plane.maps.get(cgroup), Some(group), "{expected:?} hand-out before commit");
+        assert_eq!(
+            plane.maps.get(cgroup),
+            Some(group),
+            "{expected:?} hand-out before commit"
+        );
         assert_eq!(leased.start, expected);
         assert_eq!(leased.container.enforcement.group, group);
         let journal = plane.telemetry.journal();
         let committed = journal
             .iter()
-            .rposition(|e| *e == JournalEvent::EnforcementCommitted { cgroup: cgroup.0, group })
+            .rposition(|e| {
+                *e == JournalEvent::EnforcementCommitted {
+                    cgroup: cgroup.0,
+                    group,
+                }
+            })
             .expect("commit recorded");
         let handed = position(
             &journal,
@@ -209,7 +219,10 @@ async fn enforcement_is_committed_before_container_is_handed_out() {
                 lease: leased.lease.id(),
             },
         );
-        assert!(committed < handed, "commit at {committed}, hand-out at {handed}");
+        assert!(
+            committed < handed,
+            "commit at {committed}, hand-out at {handed}"
+        );
         plane
             .containers
             .send(ReleaseContainer {
@@ -239,7 +252,16 @@ async fn failed_enforcement_returns_container_and_permit() {
         .await
         .unwrap()
         .unwrap_err();
-    assert!(matches!(err, ActorError::MapBackend { backend: "memory", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ActorError::MapBackend {
+                backend: "memory",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // The permit comes back (limit 1): the next lease is granted, and the container is warm.
     let lease = tokio::time::timeout(Duration::from_secs(5), plane.lease("f"))
         .await
@@ -248,7 +270,9 @@ async fn failed_enforcement_returns_container_and_permit() {
     let journal = plane.telemetry.journal();
     let returned = journal
         .iter()
-        .position(|e| matches!(e, JournalEvent::ContainerReturned { lease, .. } if *lease == lease_id))
+        .position(
+            |e| matches!(e, JournalEvent::ContainerReturned { lease, .. } if *lease == lease_id),
+        )
         .expect("container returned");
     let released = position(&journal, &JournalEvent::PermitReleased { lease: lease_id });
     assert!(returned < released);
@@ -262,7 +286,10 @@ async fn failed_enforcement_returns_container_and_permit() {
         .unwrap()
         .unwrap();
     assert_eq!(leased.start, StartKind::Warm);
-    assert_eq!(plane.maps.get(leased.container.info.cgroup.id), Some(GroupId(0)));
+    assert_eq!(
+        plane.maps.get(leased.container.info.cgroup.id),
+        Some(GroupId(0))
+    );
 }
 
 /// On release the container goes back to the pool before the permit: with a limit of 1 and a
@@ -301,7 +328,11 @@ async fn release_returns_container_before_permit() {
         })
     };
     tokio::task::yield_now().await;
-    assert_eq!(plane.limiter.in_flight(), 1, "the waiter must not have a permit yet");
+    assert_eq!(
+        plane.limiter.in_flight(),
+        1,
+        "the waiter must not have a permit yet"
+    );
 
     plane
         .containers
@@ -313,17 +344,32 @@ async fn release_returns_container_before_permit() {
         .unwrap()
         .unwrap();
     let second = waiter.await.unwrap();
-    assert_eq!(second.start, StartKind::Warm, "the waiter found no warm container");
+    assert_eq!(
+        second.start,
+        StartKind::Warm,
+        "the waiter found no warm container"
+    );
     assert_eq!(second.container.info.id, container_id);
-    assert_eq!(plane.telemetry.cold_starts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        plane
+            .telemetry
+            .cold_starts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 
     let journal = plane.telemetry.journal();
     let returned = journal
         .iter()
-        .position(|e| matches!(e, JournalEvent::ContainerReturned { lease, .. } if *lease == first_id))
+        .position(
+            |e| matches!(e, JournalEvent::ContainerReturned { lease, .. } if *lease == first_id),
+        )
         .expect("container returned");
     let released = position(&journal, &JournalEvent::PermitReleased { lease: first_id });
-    assert!(returned < released, "container returned at {returned}, permit at {released}");
+    assert!(
+        returned < released,
+        "container returned at {returned}, permit at {released}"
+    );
 }
 
 /// `pinned` places each function on the group configuration names, uses the default group for
@@ -332,9 +378,12 @@ async fn release_returns_container_before_permit() {
 async fn pinned_policy_places_each_function_on_its_configured_group() {
     let mut spec = PlaneSpec::new(&[("a", "0-1"), ("b", "2-3"), ("c", "4")], 8);
     spec.placement.policy = PolicyKind::Pinned;
-    spec.placement.pinned = [("f".to_string(), "b".to_string()), ("g".to_string(), "c".to_string())]
-        .into_iter()
-        .collect();
+    spec.placement.pinned = [
+        ("f".to_string(), "b".to_string()),
+        ("g".to_string(), "c".to_string()),
+    ]
+    .into_iter()
+    .collect();
     let plane = start(spec, &[]).await;
     for _ in 0..3 {
         assert_eq!(plane.lease("f").await.unwrap().group(), GroupId(1));
@@ -395,7 +444,11 @@ async fn hash_policy_is_consistent_and_bounded() {
         }
         homes.insert(home);
     }
-    assert_eq!(homes.len(), 4, "64 functions should reach all 4 groups, got {homes:?}");
+    assert_eq!(
+        homes.len(),
+        4,
+        "64 functions should reach all 4 groups, got {homes:?}"
+    );
 
     // Bounded: hold 40 leases of one function; no group exceeds ceil(1.25 * total / 4).
     let home = plane.placement.hash_home("hot").unwrap();
@@ -404,11 +457,18 @@ async fn hash_policy_is_consistent_and_bounded() {
         held.push(plane.lease("hot").await.unwrap());
         let cap = (1.25 * n as f64 / 4.0).ceil() as usize;
         for (g, load) in plane.placement.loads().iter().enumerate() {
-            assert!(load.get() <= cap, "after {n} leases group {g} holds {} > cap {cap}", load.get());
+            assert!(
+                load.get() <= cap,
+                "after {n} leases group {g} holds {} > cap {cap}",
+                load.get()
+            );
         }
     }
     let on_home = held.iter().filter(|l| l.group() == home).count();
-    assert!(on_home >= 10, "the home group should fill to its cap first, holds {on_home}");
+    assert!(
+        on_home >= 10,
+        "the home group should fill to its cap first, holds {on_home}"
+    );
 }
 
 /// `monitor_load` shrinks the inflight limit by `step` per sample while pressure is above
@@ -447,9 +507,15 @@ async fn monitor_load_shrinks_under_pressure_and_grows_back() {
     assert_eq!(plane.limiter.limit(), 2);
 
     // 4 held, limit 2: a new lease must wait until fewer than 2 are held.
-    assert!(matches!(plane.lease("f").await, Err(ActorError::QueueTimeout { limit: 2, .. })));
+    assert!(matches!(
+        plane.lease("f").await,
+        Err(ActorError::QueueTimeout { limit: 2, .. })
+    ));
     held.truncate(2);
-    assert!(matches!(plane.lease("f").await, Err(ActorError::QueueTimeout { .. })));
+    assert!(matches!(
+        plane.lease("f").await,
+        Err(ActorError::QueueTimeout { .. })
+    ));
     held.truncate(1);
     let extra = plane.lease("f").await.expect("one slot below the limit");
     assert_eq!(plane.limiter.in_flight(), 2);
@@ -458,7 +524,11 @@ async fn monitor_load_shrinks_under_pressure_and_grows_back() {
 
     plane.pressure.set(25.0);
     let steady = plane.tracker.send(SampleLoad).await.unwrap().unwrap();
-    assert_eq!((steady.before, steady.after), (2, 2), "between the thresholds nothing changes");
+    assert_eq!(
+        (steady.before, steady.after),
+        (2, 2),
+        "between the thresholds nothing changes"
+    );
 
     plane.pressure.set(3.0);
     let mut limits = Vec::new();
@@ -499,7 +569,11 @@ async fn monitor_load_samples_on_its_period() {
 /// (the source of truth) rather than from memory.
 #[actix_rt::test]
 async fn map_writer_mirror_matches_backend() {
-    let plane = start(PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4), &["f", "g"]).await;
+    let plane = start(
+        PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4),
+        &["f", "g"],
+    )
+    .await;
     let mut held = Vec::new();
     for f in ["f", "g", "f"] {
         let lease = plane.lease(f).await.unwrap();
