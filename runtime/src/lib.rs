@@ -36,6 +36,7 @@ pub mod invocation;
 pub mod runtime;
 pub mod stats;
 
+pub use bpf_enforcement::BpfMapBackend;
 pub use config::{
     ContainerBackendKind, ContainersConfig, EnforcementConfig, EnforcementKind, RuntimeConfig,
 };

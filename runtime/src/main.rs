@@ -48,6 +48,9 @@ enum Command {
     /// Diagnose this machine (sched_ext, BTF, bpffs, cgroup v2 controllers, privileges) and give
     /// the fix for each problem. Exits 1 when something corral needs is missing.
     Check(cli::check::CheckArgs),
+    /// Measure remap cost (one map update vs a cpuset write) and the invocation path's overhead
+    /// on this machine. Needs root, cgroup v2 and bpffs; see docs/benchmarks.md.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Maps(args) => cli::maps::maps(args).map(|_| 0),
         Command::Status(args) => cli::status::run(args).map(|_| 0),
         Command::Check(args) => cli::check::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

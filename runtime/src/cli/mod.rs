@@ -9,7 +9,9 @@
 //! - [`maps`]: `corral map`, `corral unmap`, `corral maps dump`.
 //! - [`status`]: `corral status`.
 //! - [`check`]: `corral check`.
+//! - [`bench`]: `corral bench`, enforcement and invocation-path costs on this machine.
 
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod maps;
