@@ -643,3 +643,53 @@ impl FunctionSpec {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU lists round-trip through the kernel syntax, ranges and singles alike, and come out
+    /// sorted and without duplicates.
+    #[test]
+    fn cpu_lists_parse_and_format_in_kernel_syntax() {
+        assert_eq!(parse_cpu_list("k", "0-3,6").unwrap(), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("k", " 5, 1-2 ,2").unwrap(), vec![1, 2, 5]);
+        assert_eq!(format_cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
+        assert_eq!(format_cpu_list(&[]), "");
+    }
+
+    /// Malformed CPU lists are refused with an error naming the key and the value.
+    #[test]
+    fn malformed_cpu_lists_name_key_and_value() {
+        for bad in ["", "1,,2", "3-1", "a", "1-b"] {
+            let err = parse_cpu_list("groups[0].cpus", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("groups[0].cpus"), "{err}");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    /// `monitor_load`'s step shrinks above the upper threshold, grows below the lower one,
+    /// holds in between, and always stays within the limiter's bounds.
+    #[test]
+    fn next_limit_moves_by_step_within_bounds() {
+        let limiter = LimiterConfig {
+            initial: 4,
+            min: 2,
+            max: 6,
+            queue_timeout_ms: 1,
+        };
+        let m = MonitorConfig {
+            step: 3,
+            shrink_above: 50.0,
+            grow_below: 10.0,
+            ..MonitorConfig::default()
+        };
+        assert_eq!(m.next_limit(4, 80.0, &limiter), 2);
+        assert_eq!(m.next_limit(2, 80.0, &limiter), 2);
+        assert_eq!(m.next_limit(4, 30.0, &limiter), 4);
+        assert_eq!(m.next_limit(4, 5.0, &limiter), 6);
+        assert_eq!(m.next_limit(6, 0.0, &limiter), 6);
+    }
+}

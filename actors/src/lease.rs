@@ -223,3 +223,66 @@ impl Drop for GroupLease {
             .record(JournalEvent::PermitReleased { lease: self.id });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shrinking below the permits already held records a debt: no permit is granted until the
+    /// holders drop below the new limit, and growing first pays the debt back.
+    #[tokio::test]
+    async fn shrink_below_held_permits_blocks_until_paid() {
+        let limiter = Arc::new(Limiter::new(4));
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(limiter.admit().await.unwrap());
+        }
+        limiter.resize(2);
+        assert_eq!(limiter.limit(), 2);
+        held.truncate(2); // two releases pay the debt of two
+        assert_eq!(
+            limiter.available(),
+            0,
+            "no slot while 2 of limit 2 are held"
+        );
+        held.pop();
+        assert_eq!(limiter.available(), 1);
+        held.push(limiter.admit().await.unwrap());
+        assert_eq!(limiter.in_flight(), 2);
+
+        limiter.resize(3);
+        assert_eq!(limiter.available(), 1);
+        drop(held);
+        assert_eq!(limiter.available(), 3);
+        assert_eq!(limiter.max_in_flight(), 4);
+    }
+
+    /// Growing while a shrink's debt is outstanding cancels the debt before adding permits.
+    #[tokio::test]
+    async fn grow_pays_outstanding_debt_first() {
+        let limiter = Arc::new(Limiter::new(2));
+        let a = limiter.admit().await.unwrap();
+        let b = limiter.admit().await.unwrap();
+        limiter.resize(1); // debt 1
+        limiter.resize(3); // pays 1, adds 1
+        assert_eq!(limiter.available(), 1);
+        drop((a, b));
+        assert_eq!(limiter.available(), 3);
+    }
+
+    /// A closed limiter refuses waiting and new admissions.
+    #[tokio::test]
+    async fn closed_limiter_refuses_admission() {
+        let limiter = Arc::new(Limiter::new(1));
+        let held = limiter.admit().await.unwrap();
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.admit().await.map(|_| ()) })
+        };
+        tokio::task::yield_now().await;
+        limiter.close();
+        assert_eq!(waiter.await.unwrap(), Err(AdmitError::Closed));
+        drop(held);
+        assert!(limiter.admit().await.is_err());
+    }
+}

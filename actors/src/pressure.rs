@@ -122,3 +122,29 @@ pub fn open_source(kind: PressureSourceKind) -> Box<dyn PressureSource> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `some avg10` is read from PSI text; text without it yields nothing.
+    #[test]
+    fn psi_some_avg10_is_parsed() {
+        let text = "some avg10=12.50 avg60=2.42 avg300=2.72 total=13913783\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(parse_psi_some_avg10(text), Some(12.5));
+        assert_eq!(parse_psi_some_avg10("full avg10=1.00\n"), None);
+    }
+
+    /// The load average becomes a percentage of the CPUs, and a missing file is an error
+    /// naming it.
+    #[test]
+    fn loadavg_is_scaled_by_cpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loadavg");
+        std::fs::write(&path, "1.00 0.50 0.25 1/100 4242\n").unwrap();
+        let mut source = LoadAvgPressure::new(&path, 4);
+        assert_eq!(source.sample().unwrap(), 25.0);
+        let mut missing = LoadAvgPressure::new(dir.path().join("nope"), 1);
+        assert!(missing.sample().unwrap_err().to_string().contains("nope"));
+    }
+}
