@@ -139,6 +139,16 @@ fn lock(ledger: &Ledger) -> std::sync::MutexGuard<'_, HashMap<String, Checkout>>
     ledger.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Publishes the live-container gauge: the idle ones (published by the actor) plus those out of
+/// the pool (the shared ledger). Computed, never incremented, so it cannot drift.
+fn publish_live(telemetry: &Telemetry, ledger: &Ledger) {
+    let out = lock(ledger).len();
+    telemetry.live_containers.store(
+        telemetry.warm_containers.load(Ordering::Relaxed) + out,
+        Ordering::Relaxed,
+    );
+}
+
 impl ContainerManager {
     fn max_warm(&self, function: &str) -> usize {
         self.functions
@@ -161,9 +171,7 @@ impl ContainerManager {
         self.telemetry
             .warm_containers
             .store(warm, Ordering::Relaxed);
-        self.telemetry
-            .live_containers
-            .store(warm + lock(&self.ledger).len(), Ordering::Relaxed);
+        publish_live(&self.telemetry, &self.ledger);
     }
 
     /// Rebuilds the pools from the backend's containers and the ledger: a container in the
@@ -249,13 +257,13 @@ impl ContainerManager {
             for info in victims {
                 let result = destroy_one(&*backend, &writer, &info).await;
                 lock(&ledger).remove(&info.id);
+                publish_live(&telemetry, &ledger);
                 match result {
                     Ok(()) => {
                         destroyed += 1;
                         telemetry
                             .containers_destroyed
                             .fetch_add(1, Ordering::Relaxed);
-                        telemetry.live_containers.fetch_sub(1, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::error!(container = info.id, error = %e, "cannot destroy container");
@@ -385,7 +393,7 @@ impl Handler<AcquireContainer> for ContainerManager {
                         },
                     );
                     telemetry.cold_starts.fetch_add(1, Ordering::Relaxed);
-                    telemetry.live_containers.fetch_add(1, Ordering::Relaxed);
+                    publish_live(&telemetry, &ledger);
                     (info, StartKind::Cold, t.elapsed())
                 }
             };

@@ -381,3 +381,73 @@ async fn shutdown_drains_in_flight_work_and_leaves_nothing() {
         Err(RuntimeError::Stopped)
     ));
 }
+
+/// The warm pool keeps at most `max_warm` idle containers per function (the rest are destroyed
+/// on release, enforcement first), and idle containers past their keep-alive are reaped with
+/// their enforcement removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pool_respects_max_warm_and_keep_alive() {
+    let mut c = config(4);
+    c.containers.max_warm = 1;
+    c.containers.keep_alive_ms = 60_000;
+    c.containers.reap_period_ms = 5;
+    let mut f = FunctionSpec::named("f");
+    f.simulated_run_us = 20_000;
+    c.functions.push(f);
+    let mut short = FunctionSpec::named("short");
+    short.keep_alive_ms = Some(30);
+    c.functions.push(short);
+    let maps = MemoryMaps::new();
+    let sim = Arc::new(SimBackend::new(Duration::ZERO));
+    let runtime = Runtime::builder(c)
+        .memory_maps(maps.clone())
+        .container_backend(sim.clone())
+        .start()
+        .unwrap();
+
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let rt = runtime.clone();
+            tokio::spawn(async move { rt.invoke("f", vec![]).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let stats = runtime.stats();
+    assert_eq!(stats.cold_starts, 3);
+    assert_eq!(
+        stats.containers_destroyed, 2,
+        "two releases found the pool full"
+    );
+    assert_eq!((stats.warm_containers, stats.live_containers), (1, 1));
+    assert_eq!(sim.len(), 1);
+    assert_eq!(
+        maps.entries().len(),
+        1,
+        "destroyed containers lose their enforcement"
+    );
+
+    runtime.invoke("short", vec![]).await.unwrap();
+    assert_eq!(sim.len(), 2);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sim.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the idle `short` container outlived its keep-alive");
+    assert_eq!(maps.entries().len(), 1);
+    assert_eq!(runtime.stats().live_containers, 1);
+    let pool = runtime.pool().await.unwrap();
+    assert_eq!(pool.warm.get("f"), Some(&1));
+    assert_eq!(pool.warm.get("short"), None);
+    runtime.shutdown().await.unwrap();
+}
+
+/// The handle is what a worker shares between its tasks and threads.
+#[test]
+fn runtime_handle_is_clone_send_sync() {
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+    assert_shareable::<corral::RuntimeHandle>();
+}
