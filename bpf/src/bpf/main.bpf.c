@@ -98,6 +98,12 @@ struct task_ctx {
 	u64 vtime;
 	/* Group the task was queued for, NO_GROUP for the fallback DSQ. */
 	u32 group;
+	/*
+	 * Non-zero when the task entered sched_ext while running: its next
+	 * ops.running continues a run another class placed, so it is not judged
+	 * against the group's mask.
+	 */
+	u32 entered_running;
 };
 
 struct {
@@ -361,6 +367,15 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
+	/*
+	 * @p is running on a CPU outside its group (it just entered sched_ext,
+	 * or its group changed under it): preempt it so it moves now rather
+	 * than at the end of its slice.
+	 */
+	if (!(enq_flags & SCX_ENQ_LAST) && scx_bpf_task_running(p) &&
+	    !bpf_cpumask_test_cpu(this_cpu, cast_mask(mask)))
+		scx_bpf_kick_cpu(this_cpu, SCX_KICK_PREEMPT);
+
 	note_queued(tctx, group, now, false);
 	if (st->order == CORRAL_ORDER_VTIME) {
 		/* Bound the credit a task that slept long can bring back. */
@@ -506,7 +521,10 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	if (!st)
 		return;
 	mask = st->mask;
-	if (mask && !bpf_cpumask_test_cpu(cpu, cast_mask(mask))) {
+	if (tctx->entered_running) {
+		/* Still where the previous class ran it; enqueue kicked it off. */
+		tctx->entered_running = 0;
+	} else if (mask && !bpf_cpumask_test_cpu(cpu, cast_mask(mask))) {
 		if (st->borrow)
 			stats->borrowed_runs++;
 		else
@@ -534,6 +552,14 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 	/* Charge virtual time inversely to weight (100 is nice 0). */
 	if (p->scx.weight)
 		tctx->vtime += ran * 100 / p->scx.weight;
+}
+
+void BPF_STRUCT_OPS(corral_enable, struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx_get(p, true);
+
+	if (tctx)
+		tctx->entered_running = scx_bpf_task_running(p);
 }
 
 s32 BPF_STRUCT_OPS(corral_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -655,6 +681,7 @@ SCX_OPS_DEFINE(corral_ops,
 	       .tick			= (void *)corral_tick,
 	       .running			= (void *)corral_running,
 	       .stopping		= (void *)corral_stopping,
+	       .enable			= (void *)corral_enable,
 	       .init_task		= (void *)corral_init_task,
 	       .init			= (void *)corral_init,
 	       .exit			= (void *)corral_exit,
