@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral::{
-    ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime, RuntimeConfig, StartKind,
+    ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime,
+    RuntimeConfig, StartKind,
 };
 use corral_actors::bpf_loader::SchedulerState;
 use corral_bpf::PinnedMaps;
@@ -25,7 +26,9 @@ const BURN_ENV: &str = "CORRAL_BURN_MS";
 /// parentheses may hold spaces, so count after the last `)`).
 fn last_cpu(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(39 - 3).and_then(|f| f.parse().ok())
+    rest.split_whitespace()
+        .nth(39 - 3)
+        .and_then(|f| f.parse().ok())
 }
 
 /// The function body: burns CPU for `CORRAL_BURN_MS` milliseconds while sampling the CPU its own
@@ -34,7 +37,10 @@ fn last_cpu(stat: &str) -> Option<u32> {
 #[test]
 #[ignore = "the CPU-bound function the runtime VM test invokes; not a test by itself"]
 fn cpu_burner() {
-    let Some(ms) = std::env::var(BURN_ENV).ok().and_then(|v| v.parse::<u64>().ok()) else {
+    let Some(ms) = std::env::var(BURN_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
         return;
     };
     // SAFETY: gettid and sched_getscheduler have no preconditions.
@@ -46,9 +52,15 @@ fn cpu_burner() {
     let mut x: u64 = 1;
     while Instant::now() < deadline {
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
         }
-        if let Some(cpu) = std::fs::read_to_string(&stat_path).ok().as_deref().and_then(last_cpu) {
+        if let Some(cpu) = std::fs::read_to_string(&stat_path)
+            .ok()
+            .as_deref()
+            .and_then(last_cpu)
+        {
             seen.insert(cpu);
         }
     }
@@ -61,7 +73,8 @@ fn cpu_burner() {
 fn field<'a>(output: &'a str, key: &str) -> &'a str {
     output
         .lines()
-        .find_map(|l| l.strip_prefix(key))
+        // libtest prints `test runtime::cpu_burner ... ` before the test's own output.
+        .find_map(|l| l.split_once(key).map(|(_, value)| value.trim()))
         .unwrap_or_else(|| panic!("no `{key}` line in the function's output:\n{output}"))
 }
 
@@ -118,12 +131,21 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
         let runtime = Runtime::start(c).expect("start the runtime");
         let status = runtime.scheduler_status().await.unwrap();
         assert_eq!(status.state, SchedulerState::Running, "{status:?}");
-        assert_eq!(std::fs::read_to_string("/sys/kernel/sched_ext/state").unwrap().trim(), "enabled");
+        assert_eq!(
+            std::fs::read_to_string("/sys/kernel/sched_ext/state")
+                .unwrap()
+                .trim(),
+            "enabled"
+        );
 
         let calls: Vec<_> = (0..8)
             .map(|i| {
                 let handle = runtime.clone();
-                tokio::spawn(async move { handle.invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![]).await })
+                tokio::spawn(async move {
+                    handle
+                        .invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![])
+                        .await
+                })
             })
             .collect();
         let mut starts = Vec::new();
@@ -131,7 +153,11 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
             let r = call.await.unwrap().expect("invocation");
             let out = String::from_utf8_lossy(&r.output).into_owned();
             let cpu = if r.function == "fa" { "0" } else { "1" };
-            assert_eq!(field(&out, "policy="), "7", "the function must run under SCHED_EXT:\n{out}");
+            assert_eq!(
+                field(&out, "policy="),
+                "7",
+                "the function must run under SCHED_EXT:\n{out}"
+            );
             assert_eq!(
                 field(&out, "cpus-seen="),
                 cpu,
@@ -144,15 +170,27 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
         assert!(starts.contains(&StartKind::Cold));
 
         let maps = PinnedMaps::open(&pin_dir).unwrap();
-        for g in [0, 1] {
-            let s = maps.stats().read(g).unwrap();
-            assert!(s.runs > 0, "group {g} recorded no runs: {s:?}");
-            assert_eq!(s.violations, 0, "group {g} ran outside its CPUs: {s:?}");
+        let stats: Vec<_> = [0, 1]
+            .iter()
+            .map(|&g| maps.stats().read(g).unwrap())
+            .collect();
+        for (g, s) in stats.iter().enumerate() {
+            assert!(s.runs > 0, "group {g} recorded no runs: {stats:#?}");
+            assert_eq!(
+                s.violations, 0,
+                "group {g} counted runs outside its CPUs: {stats:#?}"
+            );
         }
-        assert_eq!(maps.cgroups().entries().unwrap().len(), runtime.stats().live_containers);
+        assert_eq!(
+            maps.cgroups().entries().unwrap().len(),
+            runtime.stats().live_containers
+        );
 
         runtime.shutdown().await.expect("shutdown");
-        assert!(maps.cgroups().entries().unwrap().is_empty(), "cgroup entries left behind");
+        assert!(
+            maps.cgroups().entries().unwrap().is_empty(),
+            "cgroup entries left behind"
+        );
         assert!(!parent.exists(), "container cgroups left behind");
         // Detaching completes asynchronously in the kernel; give it a bounded moment.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -161,7 +199,10 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
             if state.trim() == "disabled" {
                 break;
             }
-            assert!(Instant::now() < deadline, "sched_ext still {state:?} after shutdown");
+            assert!(
+                Instant::now() < deadline,
+                "sched_ext still {state:?} after shutdown"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         drop(maps);

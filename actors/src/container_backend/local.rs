@@ -256,7 +256,9 @@ impl ContainerBackend for LocalBackend {
                 joins.push(f);
             }
             let fds: Vec<RawFd> = joins.iter().map(|f| f.as_raw_fd()).collect();
-            let sched_ext = enforcement.sched_ext;
+            // Under sched_ext the child moves onto its group's CPUs before switching class (see
+            // `join_cgroups_and_policy`); the mask is built here, before the fork.
+            let sched_ext = enforcement.sched_ext.then(|| cpu_set(&enforcement.cpus));
 
             let mut cmd = tokio::process::Command::new(&spec.command[0]);
             cmd.args(&spec.command[1..])
@@ -315,6 +317,16 @@ impl ContainerBackend for LocalBackend {
     }
 }
 
+/// A `cpu_set_t` holding `cpus`.
+fn cpu_set(cpus: &[u32]) -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks the index.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    }
+    set
+}
+
 /// `struct sched_attr` (VER0 layout) for `sched_setattr(2)`.
 #[repr(C)]
 struct SchedAttr {
@@ -329,8 +341,9 @@ struct SchedAttr {
 }
 
 /// Runs in the child between fork and exec: writes the child's pid into each `cgroup.procs` fd
-/// and, if asked, switches it to `SCHED_EXT`. Async-signal-safe: no allocation, no locks.
-fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: bool) -> io::Result<()> {
+/// and, given its group's CPUs, switches it to `SCHED_EXT` on one of them. Async-signal-safe:
+/// no allocation, no locks.
+fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: Option<libc::cpu_set_t>) -> io::Result<()> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let mut buf = [0u8; 16];
@@ -351,7 +364,20 @@ fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: bool) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    if sched_ext {
+    if let Some(group_cpus) = sched_ext {
+        // A task switched into sched_ext while running keeps running where it is until its
+        // next scheduling event, outside its group if it was forked elsewhere. So: move onto
+        // the group's CPUs, switch class, then restore the inherited affinity (the scheduler,
+        // not the affinity mask, keeps it in the group from then on).
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: a zeroed cpu_set_t is a valid empty set.
+        let mut inherited: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both sets are valid cpu_set_t of `size` bytes; pid 0 means this task.
+        if unsafe { libc::sched_getaffinity(0, size, &mut inherited) } < 0
+            || unsafe { libc::sched_setaffinity(0, size, &group_cpus) } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
         let attr = SchedAttr {
             size: std::mem::size_of::<SchedAttr>() as u32,
             sched_policy: SCHED_EXT,
@@ -365,6 +391,10 @@ fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: bool) -> io::Result<()> {
         // SAFETY: attr is a valid sched_attr of the size it declares; pid 0 means this task.
         let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
         if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::sched_setaffinity(0, size, &inherited) } < 0 {
             return Err(io::Error::last_os_error());
         }
     }
