@@ -175,6 +175,7 @@ impl RuntimeBuilder {
             .name("corral-actix".to_string())
             .spawn(move || {
                 let system = System::new();
+                let backend_for_cleanup = Arc::clone(&container_backend);
                 let setup = system.block_on(setup(
                     validated,
                     plan,
@@ -190,6 +191,12 @@ impl RuntimeBuilder {
                     },
                 ));
                 let ok = setup.is_ok();
+                if !ok {
+                    // Remove what the container backend set up (e.g. the cgroup parent).
+                    if let Err(e) = backend_for_cleanup.close() {
+                        tracing::warn!(error = %e, "cannot clean up after a failed start");
+                    }
+                }
                 let _ =
                     tx.send(setup.map(|shared| (shared, System::current(), Arbiter::current())));
                 if ok {

@@ -187,3 +187,20 @@ fn cpuset_backend_commits_reads_back_and_removes_v1_cpusets() {
     backend.close().unwrap();
     assert!(!Path::new(DEFAULT_V1_ROOT).join(&prefix).exists());
 }
+
+/// A start that fails (here: a `local` function without a command) says which key is wrong
+/// and leaves no cgroup directory behind.
+#[test]
+fn failed_start_names_the_key_and_leaves_no_cgroup() {
+    require_root();
+    let v2 = cgroup2_mount().expect("a cgroup2 mount");
+    let parent = v2.join(format!("corral-test-{}-failed", std::process::id()));
+    let mut c = RuntimeConfig::with_groups(groups());
+    c.containers.backend = ContainerBackendKind::Local;
+    c.containers.cgroup_parent = Some(parent.clone());
+    c.enforcement.backend = EnforcementKind::Memory;
+    c.functions.push(FunctionSpec::named("nocommand"));
+    let err = Runtime::start(c).unwrap_err().to_string();
+    assert!(err.contains("functions.nocommand.command"), "{err}");
+    assert!(!parent.exists(), "{} left behind", parent.display());
+}
