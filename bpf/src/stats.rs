@@ -173,7 +173,15 @@ impl SchedStats {
     /// Zeroes group `group`'s counters on every CPU. Counts the scheduler adds concurrently may
     /// be lost; meant for a quiescent group (tests, benchmark phases).
     pub fn reset(&self, group: GroupId) -> Result<()> {
-        let index = Self::index(group)?;
+        self.reset_at(Self::index(group)?)
+    }
+
+    /// Zeroes the fallback counters on every CPU (see [`SchedStats::reset`]).
+    pub fn reset_fallback(&self) -> Result<()> {
+        self.reset_at(corral_consts_CORRAL_FALLBACK_STATS)
+    }
+
+    fn reset_at(&self, index: u32) -> Result<()> {
         let zero = raw::bytes_of(&raw::zeroed::<corral_group_stats>()).to_vec();
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| Error::map("count possible CPUs for", STATS_MAP, e))?;

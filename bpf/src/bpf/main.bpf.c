@@ -39,10 +39,11 @@ UEI_DEFINE(uei);
 const volatile u64 fallback_slice_ns = 5000000ULL;
 
 /*
- * Once the fallback DSQ has not been served for this long, a CPU serves it
- * before its own groups. Bounds the wait of unmapped tasks on fully loaded
- * CPUs (the sched_ext watchdog disables a scheduler that starves a task);
- * smaller values let unmapped tasks intrude on groups' CPUs more often.
+ * Once this long has passed since the last check, a CPU serves the fallback
+ * DSQ and the queues of deleted groups before its own groups. Bounds the wait
+ * of tasks no CPU owns on fully loaded CPUs (the sched_ext watchdog disables a
+ * scheduler that starves a task); smaller values let them intrude on groups'
+ * CPUs more often, and cost a scan of the group table more often.
  */
 const volatile u64 fallback_starve_ns = 20000000ULL;
 
@@ -422,6 +423,22 @@ static bool consume_fallback(u64 now)
 	return true;
 }
 
+/* Drain the queues of groups that have no CPUs any more (deleted while tasks were queued). */
+static bool consume_orphans(void)
+{
+	struct group_state *st;
+	u32 group;
+
+	bpf_for(group, 0, CORRAL_MAX_GROUPS) {
+		st = group_state_get(group);
+		if (!st || st->mask)
+			continue;
+		if (consume_group(group, st))
+			return true;
+	}
+	return false;
+}
+
 static void check_debug_knob(s32 cpu, const char *where)
 {
 	if (debug_force_error)
@@ -440,8 +457,15 @@ void BPF_STRUCT_OPS(corral_dispatch, s32 cpu, struct task_struct *prev)
 
 	check_debug_knob(cpu, "dispatch");
 
-	if (now - fallback_served_at > fallback_starve_ns && consume_fallback(now))
-		return;
+	/*
+	 * Queues no CPU owns, served first once in a while so that they cannot
+	 * starve behind fully loaded groups.
+	 */
+	if (now - fallback_served_at > fallback_starve_ns) {
+		fallback_served_at = now;
+		if (consume_fallback(now) || consume_orphans())
+			return;
+	}
 
 	cctx = bpf_map_lookup_elem(&cpu_ctxs, &zero);
 	if (cctx)
@@ -466,17 +490,17 @@ void BPF_STRUCT_OPS(corral_dispatch, s32 cpu, struct task_struct *prev)
 	if (consume_fallback(now))
 		return;
 
-	/*
-	 * Groups that lend their queued tasks to other CPUs, and the leftovers of
-	 * deleted groups, whose queues no CPU owns any more.
-	 */
+	if (consume_orphans())
+		return;
+
+	/* Groups that lend their queued tasks to CPUs outside the group. */
 	bpf_for(i, 0, CORRAL_MAX_GROUPS) {
 		group = (start + i) % CORRAL_MAX_GROUPS;
 		st = group_state_get(group);
-		if (!st)
+		if (!st || !st->borrow)
 			continue;
 		mask = st->mask;
-		if (mask && (!st->borrow || bpf_cpumask_test_cpu(cpu, cast_mask(mask))))
+		if (!mask || bpf_cpumask_test_cpu(cpu, cast_mask(mask)))
 			continue;
 		if (consume_group(group, st))
 			return;
