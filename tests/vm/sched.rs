@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use corral_bpf::{
     cgroup_id_of, sched_ext_state, set_cgroup_sched_ext, thread_policy, CgroupFlags, ExitKind,
-    GroupSpec, PinnedMaps, SchedExtState, Scheduler, SchedulerConfig, SCHED_EXT,
+    GroupOrder, GroupSpec, PinnedMaps, SchedExtState, Scheduler, SchedulerConfig, SCHED_EXT,
 };
 use corral_tests::guest::require_guest;
 
@@ -700,4 +700,82 @@ fn failure_disables_scheduler_and_reports_exit_info() {
     }
     *slot = None;
     assert_eq!(sched_ext_state().unwrap(), SchedExtState::Disabled);
+}
+
+/// A group with the borrow flag lends its queued tasks to idle CPUs outside it: group {0,1}
+/// (vtime order, borrowing) overloaded while group {2,3} has no tasks, so CPUs 2 and 3 run its
+/// threads; those runs count as borrowed, never as violations.
+#[test]
+fn borrowing_group_lends_queued_tasks_to_idle_cpus() {
+    require_guest();
+    let mut slot = scheduler_slot();
+    let maps = shared_maps();
+    let spec = GroupSpec {
+        order: GroupOrder::Vtime,
+        borrow: true,
+        ..GroupSpec::new(LOW, SLICE_NS)
+    };
+    maps.groups().publish(0, &spec).unwrap();
+    maps.groups()
+        .publish(1, &GroupSpec::new(HIGH, SLICE_NS))
+        .unwrap();
+    let cg = TestCgroup::new("borrow");
+    maps.cgroups()
+        .insert(cg.id(), 0, CgroupFlags::NONE)
+        .unwrap();
+    attached(&mut slot);
+
+    let mut work = Workload::default();
+    let pids = three_spinners(&mut work, &cg);
+    std::thread::sleep(Duration::from_millis(200));
+    maps.stats().reset(0).unwrap();
+    let (samples, _) = sample_cpus(&pids, Duration::from_millis(3000));
+    let elsewhere = outside(&samples, &pids, &LOW);
+    let stats = maps.stats().read(0).unwrap();
+    // Restore the plain FIFO group the other tests expect before asserting.
+    maps.groups()
+        .publish(0, &GroupSpec::new(LOW, SLICE_NS))
+        .unwrap();
+    assert!(
+        !elsewhere.is_empty(),
+        "no thread of the borrowing group ran on the idle CPUs 2-3 ({} samples)",
+        samples.len()
+    );
+    assert!(stats.borrowed_runs > 0, "{stats:?}");
+    assert_eq!(stats.violations, 0, "{stats:?}");
+}
+
+/// Publishing a group with an offline CPU is refused with an error naming the CPU, and the
+/// table is unchanged; once the CPU is back online the same group is accepted.
+#[test]
+fn offline_cpu_is_refused_for_a_group() {
+    require_guest();
+    let mut slot = scheduler_slot();
+    // CPU hotplug under an attached scheduler without hotplug callbacks makes the kernel stop it.
+    *slot = None;
+    let maps = shared_maps();
+    let online = Path::new("/sys/devices/system/cpu/cpu3/online");
+    std::fs::write(online, "0").expect("take CPU 3 offline");
+    let before = maps.groups().get(5).unwrap();
+    let result = maps.groups().publish(5, &GroupSpec::new([2, 3], SLICE_NS));
+    let after = maps.groups().get(5).unwrap();
+    std::fs::write(online, "1").expect("bring CPU 3 back online");
+    let err = result.expect_err("a group with an offline CPU must be refused");
+    assert!(
+        matches!(
+            err,
+            corral_bpf::Error::CpuOffline {
+                group: 5,
+                cpu: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("CPU 3 is offline"), "{err}");
+    assert_eq!(before, after, "the refused publish changed the table");
+    maps.groups()
+        .publish(5, &GroupSpec::new([2, 3], SLICE_NS))
+        .expect("CPU 3 is back");
+    maps.groups().delete(5).unwrap();
 }
