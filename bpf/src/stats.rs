@@ -36,7 +36,8 @@ pub struct GroupStats {
     pub lat_sum_ns: u64,
     /// Runs outside the group's CPUs that its borrow flag allowed.
     pub borrowed_runs: u64,
-    /// Runs outside the group's CPUs that nothing allowed.
+    /// Runs the scheduler placed outside the group's CPUs that nothing allowed (see
+    /// `docs/maps.md`: runs the kernel resumes without asking the scheduler are not judged).
     pub violations: u64,
     /// Run-queue latency histogram: bucket `i` counts latencies in `[2^i, 2^(i+1))` ns (bucket 0
     /// also counts 0 ns, the last bucket everything above).

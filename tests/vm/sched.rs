@@ -7,6 +7,11 @@
 //! `processor` (field 39 of `/proc/<pid>/task/<tid>/stat`), sampled while the thread is running
 //! (state `R`; a sleeping thread's field shows where it last ran, which may predate the
 //! scheduler).
+//!
+//! The tests share one attached scheduler on the pins under `/sys/fs/bpf/corral-vm-sched` (see
+//! [`SHARED`]); a test that needs sched_ext off (the placement control run, CPU hotplug) or
+//! stops it (the failure test) detaches it, and the next test re-attaches. It stays attached
+//! after the last test, until the guest powers off.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -142,7 +142,12 @@ struct corral_group_stats {
 	u64 lat_sum_ns;
 	/* Runs on a CPU outside the group's mask that borrowing allowed. */
 	u64 borrowed_runs;
-	/* Runs on a CPU outside the group's mask that nothing allowed (should stay 0). */
+	/*
+	 * Runs the scheduler placed on a CPU outside the group's mask that
+	 * nothing allowed (should stay 0). Runs the kernel resumes without
+	 * asking the scheduler (a running task that enters sched_ext or changes
+	 * cgroup continues where it is) are not judged; enqueue preempts them.
+	 */
 	u64 violations;
 	/*
 	 * Run-queue latency (queued -> running) histogram: bucket i counts

@@ -100,11 +100,13 @@ struct task_ctx {
 	/* Group the task was queued for, NO_GROUP for the fallback DSQ. */
 	u32 group;
 	/*
-	 * Non-zero when the task entered sched_ext while running: its next
-	 * ops.running continues a run another class placed, so it is not judged
-	 * against the group's mask.
+	 * Non-zero when this scheduler put the task on the CPU it is about to run
+	 * on (a direct insert, or a move from a DSQ in dispatch). Only such runs
+	 * are judged against the group's mask: the kernel also resumes a task
+	 * without asking (a running task that entered sched_ext or changed cgroup
+	 * continues where it was), and enqueue preempts those at once.
 	 */
-	u32 entered_running;
+	u32 placed;
 };
 
 struct {
@@ -254,6 +256,7 @@ static void note_queued(struct task_ctx *tctx, u32 group, u64 now, bool direct)
 
 	tctx->group = group;
 	tctx->queued_at = now;
+	tctx->placed = direct;
 	if (stats) {
 		stats->enqueues++;
 		if (direct)
@@ -397,6 +400,28 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 }
 
+/*
+ * Move the first task of DSQ @dsq_id that may run on this CPU to its local
+ * DSQ, and mark it placed (see task_ctx.placed).
+ */
+static bool move_first(u64 dsq_id)
+{
+	struct task_struct *p;
+	struct task_ctx *tctx;
+
+	if (!scx_bpf_dsq_nr_queued(dsq_id))
+		return false;
+	bpf_for_each(scx_dsq, p, dsq_id, 0) {
+		if (!scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+			continue;
+		tctx = task_ctx_get(p, false);
+		if (tctx)
+			tctx->placed = 1;
+		return true;
+	}
+	return false;
+}
+
 /* Move the first task of @group's DSQs to this CPU's local DSQ. */
 static bool consume_group(u32 group, struct group_state *st)
 {
@@ -407,7 +432,7 @@ static bool consume_group(u32 group, struct group_state *st)
 		first = CORRAL_DSQ_VTIME_BASE + group;
 		second = CORRAL_DSQ_FIFO_BASE + group;
 	}
-	if (!scx_bpf_dsq_move_to_local(first, 0) && !scx_bpf_dsq_move_to_local(second, 0))
+	if (!move_first(first) && !move_first(second))
 		return false;
 	stats = stats_get(group);
 	if (stats)
@@ -417,7 +442,7 @@ static bool consume_group(u32 group, struct group_state *st)
 
 static bool consume_fallback(u64 now)
 {
-	if (!scx_bpf_dsq_move_to_local(CORRAL_DSQ_FALLBACK, 0))
+	if (!move_first(CORRAL_DSQ_FALLBACK))
 		return false;
 	fallback_served_at = now;
 	return true;
@@ -520,12 +545,14 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	struct bpf_cpumask *mask;
 	u64 now = bpf_ktime_get_ns(), lat;
 	s32 cpu = scx_bpf_task_cpu(p);
-	u32 b;
+	u32 b, placed;
 
 	tctx = task_ctx_get(p, false);
 	if (!tctx)
 		return;
 	tctx->running_at = now;
+	placed = tctx->placed;
+	tctx->placed = 0;
 
 	stats = stats_get(tctx->group);
 	if (!stats)
@@ -545,10 +572,7 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	if (!st)
 		return;
 	mask = st->mask;
-	if (tctx->entered_running) {
-		/* Still where the previous class ran it; enqueue kicked it off. */
-		tctx->entered_running = 0;
-	} else if (mask && !bpf_cpumask_test_cpu(cpu, cast_mask(mask))) {
+	if (placed && mask && !bpf_cpumask_test_cpu(cpu, cast_mask(mask))) {
 		if (st->borrow)
 			stats->borrowed_runs++;
 		else
@@ -576,14 +600,6 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 	/* Charge virtual time inversely to weight (100 is nice 0). */
 	if (p->scx.weight)
 		tctx->vtime += ran * 100 / p->scx.weight;
-}
-
-void BPF_STRUCT_OPS(corral_enable, struct task_struct *p)
-{
-	struct task_ctx *tctx = task_ctx_get(p, true);
-
-	if (tctx)
-		tctx->entered_running = scx_bpf_task_running(p);
 }
 
 s32 BPF_STRUCT_OPS(corral_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -705,7 +721,6 @@ SCX_OPS_DEFINE(corral_ops,
 	       .tick			= (void *)corral_tick,
 	       .running			= (void *)corral_running,
 	       .stopping		= (void *)corral_stopping,
-	       .enable			= (void *)corral_enable,
 	       .init_task		= (void *)corral_init_task,
 	       .init			= (void *)corral_init,
 	       .exit			= (void *)corral_exit,
