@@ -478,3 +478,39 @@ fn cgroup2_root() -> PathBuf {
         .map(PathBuf::from)
         .expect("no cgroup2 mount")
 }
+
+/// Switching a cgroup's threads reaches every thread listed in `cgroup.threads`: back to
+/// `SCHED_NORMAL` works anywhere; `SCHED_EXT` works only where the kernel has sched_ext, and
+/// elsewhere fails with an error naming the thread.
+#[test]
+fn cgroup_threads_switch_policy() {
+    let dir = cgroup2_root().join(format!("corral-test-policy-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    let threads = corral_bpf::cgroup_threads(&dir).unwrap();
+    let to_normal = corral_bpf::set_cgroup_sched_ext(&dir, false);
+    let to_ext = corral_bpf::set_cgroup_sched_ext(&dir, true);
+    let policy = corral_bpf::thread_policy(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir(&dir);
+
+    assert_eq!(threads, vec![pid]);
+    assert_eq!(to_normal.unwrap(), 1);
+    if std::path::Path::new("/sys/kernel/sched_ext").exists() {
+        assert_eq!(to_ext.unwrap(), 1);
+        assert_eq!(policy.unwrap(), corral_bpf::SCHED_EXT);
+    } else {
+        let err = to_ext.expect_err("no sched_ext: SCHED_EXT must be refused");
+        assert!(
+            matches!(err, Error::Thread { call: "sched_setattr", tid, .. } if tid == pid),
+            "{err:?}"
+        );
+        assert_eq!(policy.unwrap(), corral_bpf::SCHED_NORMAL);
+    }
+}
