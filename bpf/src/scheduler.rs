@@ -205,6 +205,8 @@ pub struct Scheduler {
     storage: NonNull<MaybeUninit<OpenObject>>,
     maps: PinnedMaps,
     prog_pin: PathBuf,
+    /// Whether `prog_pin` is this scheduler's pin (never remove another instance's).
+    prog_pinned: bool,
 }
 
 // SAFETY: the libbpf object, its maps and programs have no thread affinity; Scheduler hands out
@@ -248,6 +250,7 @@ impl Scheduler {
             skel: ManuallyDrop::new(skel),
             storage,
             prog_pin: config.pin_dir.join(BUILD_PROG),
+            prog_pinned: false,
             maps,
         };
         sched.attach()?;
@@ -324,6 +327,7 @@ impl Scheduler {
             .corral_build_masks
             .pin(&self.prog_pin)
             .map_err(libbpf_stage("attach"))?;
+        self.prog_pinned = true;
         self.rebuild_groups()?;
         Ok(())
     }
@@ -406,7 +410,9 @@ impl Scheduler {
         if let Some(link) = self.link.take() {
             drop(link);
         }
-        let _ = std::fs::remove_file(&self.prog_pin);
+        if std::mem::take(&mut self.prog_pinned) {
+            let _ = std::fs::remove_file(&self.prog_pin);
+        }
     }
 }
 
