@@ -18,6 +18,9 @@ pub const GUEST_BIN_DIR: &str = "/corral/bin";
 pub const GUEST_WORK_DIR: &str = "/tmp";
 /// The prefix of the sentinel line; the full line is `<prefix> <nonce> <status>`.
 pub const SENTINEL_PREFIX: &str = "CORRAL-VM-EXIT";
+/// The line init prints once the system is up, just before it runs the guest command. A failure
+/// before it is a failed boot, not a failed command.
+pub const READY_MARKER: &str = "init: guest ready";
 
 /// What the guest runs.
 #[derive(Debug, Clone)]
@@ -117,6 +120,7 @@ pub fn build(spec: &GuestSpec, kernel: &VmKernel, nonce: &str, out: &Path) -> Re
         .replace("@ENV@", &env)
         .replace("@COMMAND@", &command)
         .replace("@SENTINEL@", &format!("{SENTINEL_PREFIX} {nonce}"))
+        .replace("@READY@", READY_MARKER)
         .replace("@BIN@", GUEST_BIN_DIR)
         .replace("@WORK@", GUEST_WORK_DIR);
     let init_path = root.join("init");
@@ -158,7 +162,7 @@ export HOME=/root
 export CORRAL_IN_VM=1
 @ENV@
 cd @WORK@
-echo "init: $(uname -r), $(nproc) CPUs; running the guest command"
+echo "@READY@: $(uname -r), $(nproc) CPUs; running the guest command"
 @COMMAND@ </dev/null
 rc=$?
 sync

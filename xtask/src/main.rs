@@ -58,6 +58,12 @@ struct GuestArgs {
     /// Kill the guest after this many seconds, boot included.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Use multi-threaded TCG (faster, but this kernel sometimes oopses on int3 under it).
+    #[arg(long)]
+    mttcg: bool,
+    /// Boot again this many times when the guest fails before the command starts.
+    #[arg(long, default_value_t = 1)]
+    boot_retries: u32,
 }
 
 impl GuestArgs {
@@ -67,6 +73,9 @@ impl GuestArgs {
             memory: self.memory.clone(),
             timeout: Duration::from_secs(self.timeout),
             echo: true,
+            mttcg: self.mttcg,
+            boot_retries: self.boot_retries,
+            ..VmOptions::default()
         }
     }
 }

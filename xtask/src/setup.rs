@@ -78,13 +78,20 @@ pub fn install_packages() -> Result<()> {
 /// host tests create real pinned maps even though the host kernel cannot run sched_ext).
 pub fn ensure_bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
         eprintln!("setup: bpffs mounted at /sys/fs/bpf");
         return Ok(());
     }
     eprintln!("setup: mounting bpffs at /sys/fs/bpf (corral pins its maps there)");
     let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = if root { Command::new("mount") } else { Command::new("sudo") };
+    let mut cmd = if root {
+        Command::new("mount")
+    } else {
+        Command::new("sudo")
+    };
     if !root {
         cmd.arg("mount");
     }
@@ -93,7 +100,9 @@ pub fn ensure_bpffs() -> Result<()> {
         .status()
         .context("running mount -t bpf")?;
     if !status.success() {
-        bail!("mount -t bpf bpf /sys/fs/bpf failed with {status}; corral needs bpffs to pin its maps");
+        bail!(
+            "mount -t bpf bpf /sys/fs/bpf failed with {status}; corral needs bpffs to pin its maps"
+        );
     }
     Ok(())
 }

@@ -4,6 +4,11 @@
 //! the init prints with the guest command's exit status and a per-boot nonce; without it the run
 //! fails. The guest is killed at once on a kernel panic, a soft or hard lockup, an RCU stall or
 //! the timeout, and the outcome says which.
+//!
+//! qemu runs single-threaded TCG by default: under multi-threaded TCG this kernel sometimes oopses
+//! on `int3` while it patches its own text. A guest that fails *before* init reaches the guest
+//! command (an oops or hang during boot) is booted once more, and says so; a failure once the
+//! command runs is always the run's outcome.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +33,15 @@ pub struct VmOptions {
     pub timeout: Duration,
     /// Copy the console to this process's stdout as it arrives.
     pub echo: bool,
+    /// Multi-threaded TCG (one host thread per vCPU). Off by default: under MTTCG this kernel
+    /// sometimes oopses on `int3` while patching its own text (jump labels, static calls), at
+    /// boot or when a scheduler attaches; single-threaded TCG has not shown it.
+    pub mttcg: bool,
+    /// A guest that has not reached the guest command within this long has failed to boot.
+    pub boot_timeout: Duration,
+    /// How many more times to boot when the guest fails *before* the guest command starts
+    /// (a boot hang or an oops during boot). A failure after it starts is never retried.
+    pub boot_retries: u32,
 }
 
 impl Default for VmOptions {
@@ -37,6 +51,9 @@ impl Default for VmOptions {
             memory: "2G".into(),
             timeout: Duration::from_secs(600),
             echo: true,
+            mttcg: false,
+            boot_timeout: Duration::from_secs(180),
+            boot_retries: 1,
         }
     }
 }
@@ -56,6 +73,8 @@ pub enum VmOutcome {
     Timeout(Duration),
     /// qemu exited without the sentinel (its status, and why it may have).
     NoSentinel(String),
+    /// The guest did not reach the guest command within the boot timeout.
+    BootTimeout(Duration),
 }
 
 impl VmOutcome {
@@ -91,6 +110,13 @@ impl fmt::Display for VmOutcome {
             VmOutcome::NoSentinel(why) => {
                 write!(f, "qemu exited without the guest's exit sentinel ({why})")
             }
+            VmOutcome::BootTimeout(t) => {
+                write!(
+                    f,
+                    "the guest did not finish booting within {}s",
+                    t.as_secs()
+                )
+            }
         }
     }
 }
@@ -104,6 +130,10 @@ pub struct VmRun {
     pub console: Vec<String>,
     /// Wall time from qemu's start to its end.
     pub elapsed: Duration,
+    /// Whether the guest reached the guest command.
+    pub booted: bool,
+    /// Boots that failed before the guest command and were retried, with how they ended.
+    pub failed_boots: Vec<VmOutcome>,
 }
 
 /// Classifies a console line that means the guest kernel has failed.
@@ -139,7 +169,28 @@ pub fn run(kernel: &VmKernel, spec: &GuestSpec, opts: &VmOptions) -> Result<VmRu
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let initrd = dir.join(format!("initramfs-{nonce}.cpio"));
     initramfs::build(spec, kernel, &nonce, &initrd)?;
-    let result = boot(kernel, &initrd, &format!("{SENTINEL_PREFIX} {nonce}"), opts);
+    let sentinel = format!("{SENTINEL_PREFIX} {nonce}");
+    let mut failed_boots = Vec::new();
+    let result = loop {
+        let run = match boot(kernel, &initrd, &sentinel, opts) {
+            Ok(run) => run,
+            Err(e) => break Err(e),
+        };
+        if run.booted || failed_boots.len() as u32 >= opts.boot_retries {
+            break Ok(VmRun {
+                failed_boots,
+                ..run
+            });
+        }
+        eprintln!(
+            "xtask vm: the guest failed before running the command ({}); booting again \
+             (attempt {} of {})",
+            run.outcome,
+            failed_boots.len() + 2,
+            opts.boot_retries + 1
+        );
+        failed_boots.push(run.outcome);
+    };
     std::fs::remove_file(&initrd).ok();
     result
 }
@@ -147,7 +198,15 @@ pub fn run(kernel: &VmKernel, spec: &GuestSpec, opts: &VmOptions) -> Result<VmRu
 fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -> Result<VmRun> {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-nographic", "-no-reboot"])
+        .args([
+            "-accel",
+            if opts.mttcg {
+                "tcg,thread=multi"
+            } else {
+                "tcg,thread=single"
+            },
+        ])
+        .args(["-cpu", "max", "-nographic", "-no-reboot"])
         // No NIC (its option ROM chatters on the console) and no VGA; the serial port is the console.
         .args(["-nodefaults", "-serial", "mon:stdio"])
         .args(["-smp", &opts.smp.to_string(), "-m", &opts.memory])
@@ -192,6 +251,8 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
 
     let mut console = Vec::new();
     let deadline = start + opts.timeout;
+    let boot_deadline = start + opts.boot_timeout.min(opts.timeout);
+    let mut booted = false;
     let mut outcome = None;
     let out = std::io::stdout();
     loop {
@@ -200,13 +261,23 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
             outcome = Some(VmOutcome::Timeout(opts.timeout));
             break;
         }
-        match rx.recv_timeout(deadline - now) {
+        if !booted && now >= boot_deadline {
+            outcome = Some(VmOutcome::BootTimeout(opts.boot_timeout));
+            break;
+        }
+        let wait = if booted {
+            deadline - now
+        } else {
+            boot_deadline - now
+        };
+        match rx.recv_timeout(wait) {
             Ok(line) => {
                 if opts.echo {
                     let mut out = out.lock();
                     writeln!(out, "{line}").ok();
                     out.flush().ok();
                 }
+                booted |= line.contains(initramfs::READY_MARKER);
                 if let Some(code) = sentinel_status(&line, sentinel) {
                     outcome = Some(VmOutcome::Exited(code));
                 } else if let Some(failure) = failure_marker(&line) {
@@ -217,10 +288,7 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
                     break;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                outcome = Some(VmOutcome::Timeout(opts.timeout));
-                break;
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -248,6 +316,8 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
                 outcome: VmOutcome::NoSentinel(why),
                 console,
                 elapsed: start.elapsed(),
+                booted,
+                failed_boots: Vec::new(),
             });
         }
     };
@@ -256,6 +326,8 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
         outcome,
         console,
         elapsed: start.elapsed(),
+        booted,
+        failed_boots: Vec::new(),
     })
 }
 

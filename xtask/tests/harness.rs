@@ -22,6 +22,8 @@ fn run_in_guest(script: &str, timeout: Duration) -> vm::VmRun {
         memory: "512M".into(),
         timeout,
         echo: false,
+        boot_retries: 0,
+        ..VmOptions::default()
     };
     vm::run(&kernel, &spec, &opts).expect("booting the guest")
 }
@@ -94,6 +96,39 @@ fn guest_without_sentinel_times_out() {
         run.elapsed < timeout + Duration::from_secs(15),
         "the guest was not killed promptly"
     );
+}
+
+/// A guest that never reaches the guest command fails at the boot timeout, is booted again the
+/// configured number of times, and reports a boot failure, not a command failure.
+#[test]
+fn guest_that_never_boots_is_retried_then_fails() {
+    let kernel = kernel::find().expect("the harness tests need the sched_ext kernel");
+    let spec = GuestSpec {
+        binaries: Vec::new(),
+        command: GuestCommand::Argv(vec!["true".into()]),
+        env: Vec::new(),
+    };
+    // Too little time to boot: the ready line never comes.
+    let opts = VmOptions {
+        smp: 1,
+        memory: "512M".into(),
+        timeout: Duration::from_secs(60),
+        boot_timeout: Duration::from_millis(300),
+        boot_retries: 1,
+        echo: false,
+        ..VmOptions::default()
+    };
+    let run = vm::run(&kernel, &spec, &opts).expect("booting the guest");
+    assert!(!run.booted);
+    assert_eq!(
+        run.outcome,
+        VmOutcome::BootTimeout(Duration::from_millis(300))
+    );
+    assert_eq!(
+        run.failed_boots,
+        vec![VmOutcome::BootTimeout(Duration::from_millis(300))]
+    );
+    assert_ne!(run.outcome.exit_code(), 0);
 }
 
 /// Output that imitates the sentinel without this boot's nonce does not count as an exit.
