@@ -68,9 +68,40 @@ pub fn online_cpus() -> Result<CpuList> {
     CpuList::read(Path::new(ONLINE))
 }
 
+/// The fields of a `/proc/.../stat` line after the command name (field 2), which may itself hold
+/// spaces and parentheses; index 0 is field 3 (the state).
+pub fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().collect())
+}
+
+/// Field 39 (`processor`) of a `stat` line: the CPU the thread last ran on.
+pub fn last_cpu_from_stat(stat: &str) -> Option<u32> {
+    stat_fields_after_comm(stat)?.get(39 - 3)?.parse().ok()
+}
+
+/// The CPU thread `tid` last ran on, from `/proc/<tid>/stat`; `None` once the thread is gone.
+pub fn last_cpu(tid: i32) -> Option<u32> {
+    last_cpu_from_stat(&std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Field 39 is counted after the command name, which may contain spaces and parentheses.
+    #[test]
+    fn last_cpu_reads_field_39_after_the_comm() {
+        let mut fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        fields[39 - 3] = "1".into();
+        let stat = format!("42 (a (weird) name) {}", fields.join(" "));
+        assert_eq!(last_cpu_from_stat(&stat), Some(1));
+        assert_eq!(last_cpu_from_stat("42 (truncated) R 1"), None);
+        // This very thread ran on an online CPU.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let cpu = last_cpu(tid).expect("our own stat");
+        assert!(online_cpus().unwrap().contains(cpu));
+    }
 
     /// Ranges, single CPUs and the empty list parse; malformed lists are refused.
     #[test]

@@ -4,10 +4,9 @@
 //! must show zero placement violations, and per-thread sampling of the CPU each function thread
 //! ran on (field 39 of `/proc/<pid>/task/<tid>/stat`) must agree.
 //!
-//! The function is this test binary itself, run as the ignored test [`cpu_burner`], so the
-//! guest needs no other program.
+//! The function is `corral-spin --report` (the workspace binary the harness puts on the guest's
+//! PATH): it burns CPU and prints its scheduling policy and the CPUs its threads were seen on.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,61 +18,9 @@ use corral_actors::bpf_loader::SchedulerState;
 use corral_bpf::PinnedMaps;
 use corral_tests::guest::require_guest;
 
-/// How long each invocation burns CPU.
-const BURN_ENV: &str = "CORRAL_BURN_MS";
-
-/// The CPU a thread last ran on: field 39 of its `stat` (fields counted from 1, the comm in
-/// parentheses may hold spaces, so count after the last `)`).
-fn last_cpu(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace()
-        .nth(39 - 3)
-        .and_then(|f| f.parse().ok())
-}
-
-/// The function body: burns CPU for `CORRAL_BURN_MS` milliseconds while sampling the CPU its own
-/// thread runs on, then prints `policy=<n>` and `cpus-seen=<list>`. Without the variable it does
-/// nothing, so running ignored tests by hand is harmless.
-#[test]
-#[ignore = "the CPU-bound function the runtime VM test invokes; not a test by itself"]
-fn cpu_burner() {
-    let Some(ms) = std::env::var(BURN_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
-    // SAFETY: gettid and sched_getscheduler have no preconditions.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-    let policy = unsafe { libc::sched_getscheduler(0) };
-    let stat_path = format!("/proc/self/task/{tid}/stat");
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    let mut x: u64 = 1;
-    while Instant::now() < deadline {
-        for _ in 0..20_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-        }
-        if let Some(cpu) = std::fs::read_to_string(&stat_path)
-            .ok()
-            .as_deref()
-            .and_then(last_cpu)
-        {
-            seen.insert(cpu);
-        }
-    }
-    let list: Vec<String> = seen.iter().map(u32::to_string).collect();
-    println!("policy={policy}");
-    println!("cpus-seen={}", list.join(","));
-    println!("checksum={x}");
-}
-
 fn field<'a>(output: &'a str, key: &str) -> &'a str {
     output
         .lines()
-        // libtest prints `test runtime::cpu_burner ... ` before the test's own output.
         .find_map(|l| l.split_once(key).map(|(_, value)| value.trim()))
         .unwrap_or_else(|| panic!("no `{key}` line in the function's output:\n{output}"))
 }
@@ -87,18 +34,11 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
     require_guest();
     let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-runtime");
     let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-runtime");
-    let exe = std::env::current_exe().expect("current exe");
     let burner = |name: &str| {
         let mut f = FunctionSpec::named(name);
-        f.command = vec![
-            exe.display().to_string(),
-            "--exact".into(),
-            "runtime::cpu_burner".into(),
-            "--ignored".into(),
-            "--nocapture".into(),
-            "--test-threads=1".into(),
-        ];
-        f.env.insert(BURN_ENV.into(), "300".into());
+        f.command = ["corral-spin", "--millis", "300", "--report"]
+            .map(String::from)
+            .to_vec();
         f
     };
     let group = |name: &str, cpus: &str| GroupConfig {
@@ -208,14 +148,4 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
         drop(maps);
         PinnedMaps::remove_pins(&pin_dir).unwrap();
     });
-}
-
-/// Field 39 is read after the comm, which may contain spaces and parentheses.
-#[test]
-fn last_cpu_reads_field_39_after_the_comm() {
-    require_guest();
-    let mut fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
-    fields[39 - 3] = "1".into();
-    let stat = format!("42 (a (weird) name) {}", fields.join(" "));
-    assert_eq!(last_cpu(&stat), Some(1));
 }

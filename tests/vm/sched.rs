@@ -2,8 +2,8 @@
 //! and failure, on the real kernel path (4 vCPUs, run with `--test-threads=1`).
 //!
 //! The workloads are CPU-bound processes put in a cgroup per group and switched to `SCHED_EXT`:
-//! busybox shell loops, and a multi-threaded spinner that is this very binary re-executed to run
-//! [`spinner_process`]. Placement is observed from outside, as a user would: every thread's
+//! busybox shell loops, and `corral-spin --threads N`, the workspace's multi-threaded spinner
+//! that the harness puts on the guest's PATH. Placement is observed from outside, as a user would: every thread's
 //! `processor` (field 39 of `/proc/<pid>/task/<tid>/stat`), sampled while the thread is running
 //! (state `R`; a sleeping thread's field shows where it last ran, which may predate the
 //! scheduler).
@@ -30,9 +30,6 @@ const LOW: [u32; 2] = [0, 1];
 const HIGH: [u32; 2] = [2, 3];
 /// Time slice of the test groups.
 const SLICE_NS: u64 = 5_000_000;
-/// Environment variable telling [`spinner_process`] how many threads to spin.
-const SPINNER_THREADS_ENV: &str = "CORRAL_SPINNER_THREADS";
-
 /// A cgroup v2 directory made for one test; its processes are killed and it is removed on drop.
 struct TestCgroup {
     path: PathBuf,
@@ -121,17 +118,10 @@ impl Workload {
         self.adopt(cgroup, child)
     }
 
-    /// This binary re-executed as a spinner with `threads` busy threads.
+    /// `corral-spin` (on the guest's PATH) with `threads` busy threads, until it is killed.
     fn spin_threads(&mut self, cgroup: &TestCgroup, threads: usize) -> u32 {
-        let child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "--exact",
-                "sched::spinner_process",
-                "--ignored",
-                "--nocapture",
-            ])
-            .args(["--test-threads=1", "-q"])
-            .env(SPINNER_THREADS_ENV, threads.to_string())
+        let child = Command::new("corral-spin")
+            .args(["--millis", "3600000", "--threads", &threads.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -170,34 +160,11 @@ impl Drop for Workload {
     }
 }
 
-/// Not a test: the multi-threaded CPU-bound workload the other tests spawn by re-executing this
-/// binary with `--ignored --exact sched::spinner_process`. Spins `CORRAL_SPINNER_THREADS` threads
-/// until it is killed.
-#[test]
-#[ignore = "workload helper re-executed by the scheduler VM tests"]
-fn spinner_process() {
-    require_guest();
-    let n: usize = std::env::var(SPINNER_THREADS_ENV)
-        .expect("run by the VM tests with CORRAL_SPINNER_THREADS set")
-        .parse()
-        .expect("CORRAL_SPINNER_THREADS is a number");
-    fn spin() -> ! {
-        let mut x = 0u64;
-        loop {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-    }
-    for _ in 1..n {
-        std::thread::spawn(|| spin());
-    }
-    spin();
-}
-
 /// The fields of `/proc/<pid>/task/<tid>/stat` after the command name.
 fn stat_fields(path: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(path).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
+    let fields = corral_bpf::cpus::stat_fields_after_comm(&text)?;
+    Some(fields.into_iter().map(str::to_owned).collect())
 }
 
 /// The threads of `pid`.

@@ -98,7 +98,7 @@ fn sample_once(
             if !previously.contains(&tid) {
                 continue;
             }
-            if let Some(cpu) = last_cpu(tid) {
+            if let Some(cpu) = corral_bpf::cpus::last_cpu(tid) {
                 let c = counts.entry(*group).or_default();
                 c.samples += 1;
                 if !cpus.contains(&cpu) {
@@ -108,26 +108,4 @@ fn sample_once(
         }
     }
     seen
-}
-
-/// Field 39 (`processor`) of `/proc/<tid>/stat`: the CPU the thread last ran on.
-pub fn last_cpu(tid: i32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(36)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The sampler reads this very thread's CPU, which must be an online CPU.
-    #[test]
-    fn last_cpu_reads_field_39() {
-        let tid = unsafe { libc::gettid() };
-        let cpu = last_cpu(tid).expect("field 39 of our own stat");
-        let online = corral_bpf::cpus::online_cpus().unwrap();
-        assert!(online.contains(cpu), "cpu {cpu} not online");
-    }
 }
