@@ -260,27 +260,39 @@ impl ContainerBackend for LocalBackend {
             // `join_cgroups_and_policy`); the mask is built here, before the fork.
             let sched_ext = enforcement.sched_ext.then(|| cpu_set(&enforcement.cpus));
 
-            let mut cmd = tokio::process::Command::new(&spec.command[0]);
-            cmd.args(&spec.command[1..])
-                .envs(&spec.env)
-                .env("CORRAL_FUNCTION", &spec.name)
-                .env("CORRAL_CONTAINER", &id)
-                .env("CORRAL_GROUP", &group)
-                .env(
-                    "CORRAL_CPUS",
-                    crate::config::format_cpu_list(&enforcement.cpus),
-                )
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
-            // SAFETY: the closure only makes async-signal-safe calls (getpid, write, syscall)
-            // on memory prepared before the fork.
-            unsafe {
-                cmd.pre_exec(move || join_cgroups_and_policy(&fds, sched_ext));
-            }
-            let mut child = cmd.spawn().map_err(spawn_err)?;
-            drop(joins);
+            // fork + pre_exec + exec run on the blocking pool, not on the actix thread: a fork
+            // copies the whole runtime's page tables, and every actor shares that thread.
+            let (spawn_spec, spawn_id) = (Arc::clone(&spec), id.clone());
+            let spawned = tokio::task::spawn_blocking(move || {
+                let spec = spawn_spec;
+                let mut cmd = tokio::process::Command::new(&spec.command[0]);
+                cmd.args(&spec.command[1..])
+                    .envs(&spec.env)
+                    .env("CORRAL_FUNCTION", &spec.name)
+                    .env("CORRAL_CONTAINER", &spawn_id)
+                    .env("CORRAL_GROUP", &group)
+                    .env(
+                        "CORRAL_CPUS",
+                        crate::config::format_cpu_list(&enforcement.cpus),
+                    )
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true);
+                // SAFETY: the closure only makes async-signal-safe calls (getpid, write,
+                // syscall) on memory prepared before the fork.
+                unsafe {
+                    cmd.pre_exec(move || join_cgroups_and_policy(&fds, sched_ext));
+                }
+                let child = cmd.spawn();
+                drop(joins);
+                child
+            })
+            .await;
+            let mut child = match spawned {
+                Ok(child) => child.map_err(spawn_err)?,
+                Err(join) => return Err(spawn_err(io::Error::other(join.to_string()))),
+            };
             let stdin = child.stdin.take();
             let feed = async move {
                 if let Some(mut stdin) = stdin {
