@@ -227,6 +227,7 @@ impl Scheduler {
     /// Opens, configures, loads and attaches the scheduler on the maps pinned under
     /// `config.pin_dir` (created if missing).
     pub fn start(config: &SchedulerConfig) -> Result<Scheduler> {
+        route_libbpf_messages();
         check_sched_ext_support()?;
         let maps = PinnedMaps::open_or_create(&config.pin_dir)?;
 
@@ -424,4 +425,31 @@ impl Drop for Scheduler {
         // SAFETY: storage came from Box::leak in start and nothing borrows it any more.
         drop(unsafe { Box::from_raw(self.storage.as_ptr()) });
     }
+}
+
+/// Sends libbpf's messages to `tracing` instead of raw stderr, once per process.
+///
+/// Two warnings are expected on every load and go to debug: the scx headers declare
+/// `sched_ext_ops` members newer than some kernels, which libbpf skips ("member ... not found in
+/// kernel, skipping it as it's set to zero"); and the skeleton's struct_ops map has no link
+/// slot ("skeleton link is uninitialized") because attaching goes through `attach_struct_ops`.
+/// Every other warning stays a warning.
+fn route_libbpf_messages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        fn forward(level: libbpf_rs::PrintLevel, msg: String) {
+            let msg = msg.trim_end();
+            match level {
+                libbpf_rs::PrintLevel::Warn
+                    if !msg.contains("not found in kernel, skipping it")
+                        && !msg.contains("skeleton link is uninitialized") =>
+                {
+                    tracing::warn!(target: "libbpf", "{msg}")
+                }
+                libbpf_rs::PrintLevel::Debug => tracing::trace!(target: "libbpf", "{msg}"),
+                _ => tracing::debug!(target: "libbpf", "{msg}"),
+            }
+        }
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, forward)));
+    });
 }
