@@ -32,6 +32,19 @@ fn bpf_error(operation: String) -> impl FnOnce(corral_bpf::Error) -> ActorError 
     }
 }
 
+/// A validated group as the scheduler's group table takes it.
+pub fn group_spec(g: &CpuGroup) -> GroupSpec {
+    GroupSpec {
+        cpus: g.cpus.clone(),
+        slice_ns: g.slice_ns,
+        order: match g.order {
+            GroupOrder::Fifo => corral_bpf::GroupOrder::Fifo,
+            GroupOrder::Vtime => corral_bpf::GroupOrder::Vtime,
+        },
+        borrow: g.borrow,
+    }
+}
+
 /// Enforcement through the scheduler's pinned maps.
 #[derive(Debug)]
 pub struct BpfMapBackend {
@@ -69,15 +82,7 @@ impl MapBackend for BpfMapBackend {
 
     fn publish_groups(&mut self, groups: &[CpuGroup]) -> Result<(), ActorError> {
         for g in groups {
-            let spec = GroupSpec {
-                cpus: g.cpus.clone(),
-                slice_ns: g.slice_ns,
-                order: match g.order {
-                    GroupOrder::Fifo => corral_bpf::GroupOrder::Fifo,
-                    GroupOrder::Vtime => corral_bpf::GroupOrder::Vtime,
-                },
-                borrow: g.borrow,
-            };
+            let spec = group_spec(g);
             self.maps
                 .groups()
                 .publish(g.id.0, &spec)
