@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use corral_bpf::{ExitInfo, GroupOrder, GroupSpec, Scheduler, SchedulerConfig};
+use corral_bpf::{ExitInfo, Scheduler, SchedulerConfig};
 
 use super::config::CliConfig;
 
@@ -57,15 +57,7 @@ pub fn run(args: SchedArgs) -> Result<i32> {
     let mut sched =
         Scheduler::start(&sched_config).context("cannot load and attach the scheduler")?;
     for g in &validated.groups {
-        let spec = GroupSpec {
-            cpus: g.cpus.clone(),
-            slice_ns: g.slice_ns,
-            order: match g.order {
-                corral::GroupOrder::Fifo => GroupOrder::Fifo,
-                corral::GroupOrder::Vtime => GroupOrder::Vtime,
-            },
-            borrow: g.borrow,
-        };
+        let spec = corral::bpf_enforcement::group_spec(g);
         sched
             .maps()
             .groups()
