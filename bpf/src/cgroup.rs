@@ -49,20 +49,6 @@ pub fn cgroup_threads(path: impl AsRef<Path>) -> Result<Vec<i32>> {
         .collect()
 }
 
-/// The kernel's `struct sched_attr`, first version (48 bytes).
-#[repr(C)]
-#[derive(Debug, Default)]
-struct SchedAttr {
-    size: u32,
-    sched_policy: u32,
-    sched_flags: u64,
-    sched_nice: i32,
-    sched_priority: u32,
-    sched_runtime: u64,
-    sched_deadline: u64,
-    sched_period: u64,
-}
-
 /// Sets thread `tid`'s policy to `policy` (keeping its nice value) with `sched_setattr`.
 /// `Ok(false)` when the thread has exited.
 pub fn set_thread_policy(tid: i32, policy: u32) -> Result<bool> {
@@ -85,18 +71,22 @@ pub fn set_thread_policy(tid: i32, policy: u32) -> Result<bool> {
             }
         }
     }
-    let attr = SchedAttr {
-        size: size_of::<SchedAttr>() as u32,
+    let attr = libc::sched_attr {
+        size: size_of::<libc::sched_attr>() as u32,
         sched_policy: policy,
+        sched_flags: 0,
         sched_nice: nice,
-        ..Default::default()
+        sched_priority: 0,
+        sched_runtime: 0,
+        sched_deadline: 0,
+        sched_period: 0,
     };
     // SAFETY: attr is a valid, correctly sized struct sched_attr for the call's duration.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_sched_setattr,
             tid,
-            &attr as *const SchedAttr,
+            &attr as *const libc::sched_attr,
             0u32,
         )
     };

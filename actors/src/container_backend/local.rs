@@ -339,19 +339,6 @@ fn cpu_set(cpus: &[u32]) -> libc::cpu_set_t {
     set
 }
 
-/// `struct sched_attr` (VER0 layout) for `sched_setattr(2)`.
-#[repr(C)]
-struct SchedAttr {
-    size: u32,
-    sched_policy: u32,
-    sched_flags: u64,
-    sched_nice: i32,
-    sched_priority: u32,
-    sched_runtime: u64,
-    sched_deadline: u64,
-    sched_period: u64,
-}
-
 /// Runs in the child between fork and exec: writes the child's pid into each `cgroup.procs` fd
 /// and, given its group's CPUs, switches it to `SCHED_EXT` on one of them. Async-signal-safe:
 /// no allocation, no locks.
@@ -390,18 +377,28 @@ fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: Option<libc::cpu_set_t>) ->
         {
             return Err(io::Error::last_os_error());
         }
-        let attr = SchedAttr {
-            size: std::mem::size_of::<SchedAttr>() as u32,
+        // Keep the nice value the child inherited (getpriority cannot fail for this task).
+        // SAFETY: plain syscall with integer arguments.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let attr = libc::sched_attr {
+            size: std::mem::size_of::<libc::sched_attr>() as u32,
             sched_policy: SCHED_EXT,
             sched_flags: 0,
-            sched_nice: 0,
+            sched_nice: nice,
             sched_priority: 0,
             sched_runtime: 0,
             sched_deadline: 0,
             sched_period: 0,
         };
         // SAFETY: attr is a valid sched_attr of the size it declares; pid 0 means this task.
-        let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setattr,
+                0,
+                &attr as *const libc::sched_attr,
+                0,
+            )
+        };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
