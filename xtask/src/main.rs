@@ -209,7 +209,9 @@ fn run_test(args: TestArgs) -> Result<i32> {
     if !args.vm_only {
         timed("setup", &mut || run_setup().map(|_| true))?;
         all_ok &= timed("host tests (cargo test --workspace)", &mut || {
-            let status = cargo::cargo().args(["test", "--workspace"]).status()?;
+            let status = cargo::cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .status()?;
             Ok(status.success())
         })?;
     }

@@ -259,7 +259,7 @@ mod tests {
         CliConfig::parse(
             &format!("{GROUPS}{extra}"),
             Path::new("t.toml"),
-            Path::new("/bin/corral"),
+            Path::new("/bin/corral-spin"),
         )
     }
 
