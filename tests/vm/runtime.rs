@@ -4,6 +4,9 @@
 //! must show zero placement violations, and per-thread sampling of the CPU each function thread
 //! ran on (field 39 of `/proc/<pid>/task/<tid>/stat`) must agree.
 //!
+//! A second test runs the same functions with the `cpuset` map writer on cgroup v2's cpuset
+//! controller and no scheduler: the fallback path, confined by `cpuset.cpus` instead.
+//!
 //! The function is `corral-spin --report` (the workspace binary the harness puts on the guest's
 //! PATH): it burns CPU and prints its scheduling policy and the CPUs its threads were seen on.
 
@@ -25,15 +28,9 @@ fn field<'a>(output: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{key}` line in the function's output:\n{output}"))
 }
 
-/// Two groups (CPU 0 and CPU 1), functions pinned to each, eight CPU-bound invocations at once:
-/// every function thread runs under `SCHED_EXT` and only on its group's CPU, and the
-/// scheduler's statistics agree (runs counted in both groups, zero violations). Shutdown
-/// removes every cgroup entry and detaches the scheduler.
-#[test]
-fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
-    require_guest();
-    let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-runtime");
-    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-runtime");
+/// Two groups (CPU 0 and CPU 1), `corral-spin --report` functions `fa` and `fb` pinned to
+/// them, local containers under `parent`, room for eight invocations at once.
+fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
     let burner = |name: &str| {
         let mut f = FunctionSpec::named(name);
         f.command = ["corral-spin", "--millis", "300", "--report"]
@@ -56,11 +53,87 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
     c.placement.pinned.insert("fa".into(), "a".into());
     c.placement.pinned.insert("fb".into(), "b".into());
     c.containers.backend = ContainerBackendKind::Local;
-    c.containers.cgroup_parent = Some(parent.clone());
+    c.containers.cgroup_parent = Some(parent.to_path_buf());
+    c.functions = vec![burner("fa"), burner("fb")];
+    c
+}
+
+/// The `cpuset` fallback with cgroup v2's cpuset controller (the guest has it enabled): the same
+/// two groups, no scheduler. Every function thread stays in the fair class and only on its
+/// group's CPU, because each container cgroup's own `cpuset.cpus` confines it; shutdown removes
+/// the container cgroups.
+#[test]
+fn runtime_confines_functions_with_cgroup_v2_cpuset_without_a_scheduler() {
+    require_guest();
+    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-cpuset");
+    let mut c = two_group_config(&parent);
+    c.enforcement.backend = EnforcementKind::Cpuset;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runtime = Runtime::start(c).expect("start the runtime");
+        assert_eq!(runtime.stats().enforcement_backend, "cpuset");
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                let handle = runtime.clone();
+                tokio::spawn(async move {
+                    handle
+                        .invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![])
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            let r = call.await.unwrap().expect("invocation");
+            let out = String::from_utf8_lossy(&r.output).into_owned();
+            let cpu = if r.function == "fa" { "0" } else { "1" };
+            assert_eq!(
+                field(&out, "policy="),
+                "0",
+                "cpuset must not switch the class:\n{out}"
+            );
+            assert_eq!(
+                field(&out, "cpus-seen="),
+                cpu,
+                "{} ran outside CPU {cpu}:\n{out}",
+                r.function
+            );
+            let cpuset = parent.join(&r.container).join("cpuset.cpus");
+            let written = std::fs::read_to_string(&cpuset).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (is cpuset enabled for the containers?)",
+                    cpuset.display()
+                )
+            });
+            assert_eq!(written.trim(), cpu);
+        }
+        assert_eq!(
+            std::fs::read_to_string("/sys/kernel/sched_ext/state")
+                .unwrap()
+                .trim(),
+            "disabled"
+        );
+        runtime.shutdown().await.expect("shutdown");
+        assert!(!parent.exists(), "container cgroups left behind");
+    });
+}
+
+/// Eight CPU-bound invocations at once, `fa` and `fb` alternating:
+/// every function thread runs under `SCHED_EXT` and only on its group's CPU, and the
+/// scheduler's statistics agree (runs counted in both groups, zero violations). Shutdown
+/// removes every cgroup entry and detaches the scheduler.
+#[test]
+fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
+    require_guest();
+    let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-runtime");
+    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-runtime");
+    let mut c = two_group_config(&parent);
     c.enforcement.backend = EnforcementKind::Bpf;
     c.enforcement.pin_dir = pin_dir.clone();
     c.enforcement.load_scheduler = true;
-    c.functions = vec![burner("fa"), burner("fb")];
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,0 +1,219 @@
+//! VM test of the `corral` CLI as an operator uses it: `corral sched` in the foreground, then
+//! `corral map` / `corral unmap` / `corral maps dump` / `corral status` from other processes
+//! against its pinned maps, and SIGTERM ending `corral sched` with its exit reason.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use corral_tests::guest::require_guest;
+
+const PIN_DIR: &str = "/sys/fs/bpf/corral-vm-cli";
+
+fn corral(args: &[&str]) -> Output {
+    Command::new("corral")
+        .args(args)
+        .output()
+        .expect("run corral (on the guest's PATH)")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The CPU of every running (state `R`) thread of `pid`, sampled every 5 ms for `duration`.
+fn running_cpus(pid: u32, duration: Duration) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("task dir")
+            .flatten()
+        {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some(fields) = corral_bpf::cpus::stat_fields_after_comm(&stat) else {
+                continue;
+            };
+            if fields[0] == "R" {
+                cpus.push(fields[36].parse().expect("field 39 is a CPU number"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cpus
+}
+
+/// Kills and reaps on drop, and removes the cgroup.
+struct Cleanup {
+    children: Vec<Child>,
+    cgroup: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir(&self.cgroup);
+        let _ = corral_bpf::PinnedMaps::remove_pins(PIN_DIR);
+    }
+}
+
+/// `corral sched` publishes the config's groups and runs until SIGTERM; meanwhile `corral map`
+/// moves a busy cgroup onto group 1 with one map update (its threads then run only on CPUs 2-3),
+/// `corral maps dump` and `corral status` show it, and `corral unmap` returns the threads to the
+/// fair class. SIGTERM detaches the scheduler and `corral sched` prints the exit reason.
+#[test]
+fn sched_map_unmap_and_status_work_across_processes() {
+    require_guest();
+    let dir = std::env::temp_dir().join("corral-vm-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("groups.toml");
+    std::fs::write(
+        &config,
+        "[[groups]]\nname = \"low\"\ncpus = \"0-1\"\n[[groups]]\nname = \"high\"\ncpus = \"2-3\"\n",
+    )
+    .unwrap();
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        cgroup: PathBuf::from("/sys/fs/cgroup/corral-vm-cli"),
+    };
+
+    let mut sched = Command::new("corral")
+        .args([
+            "sched",
+            "--config",
+            config.to_str().unwrap(),
+            "--pin-dir",
+            PIN_DIR,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start corral sched");
+    let stdout = sched.stdout.take().unwrap();
+    let sched_pid = sched.id();
+    cleanup.children.push(sched);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("corral sched: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("scheduler attached"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(
+            rx.recv_timeout(left)
+                .unwrap_or_else(|_| panic!("corral sched did not attach: {seen:?}")),
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string("/sys/kernel/sched_ext/state")
+            .unwrap()
+            .trim(),
+        "enabled"
+    );
+
+    // A busy two-thread process in a fresh cgroup, still in the fair class.
+    std::fs::create_dir_all(&cleanup.cgroup).unwrap();
+    let spinner = Command::new("corral-spin")
+        .args(["--millis", "3600000", "--threads", "2"])
+        .spawn()
+        .unwrap();
+    let pid = spinner.id();
+    cleanup.children.push(spinner);
+    std::fs::write(cleanup.cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+
+    let cg = cleanup.cgroup.to_str().unwrap().to_owned();
+    let out = corral(&["map", &cg, "1", "--pin-dir", PIN_DIR]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("to group 1 (CPUs 2-3)"),
+        "{}",
+        text(&out)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let cpus = running_cpus(pid, Duration::from_secs(2));
+    assert!(
+        cpus.len() >= 50,
+        "too few samples of the running spinner: {}",
+        cpus.len()
+    );
+    assert!(
+        cpus.iter().all(|c| [2, 3].contains(c)),
+        "ran outside group 1 (CPUs 2-3): {cpus:?}"
+    );
+
+    let out = corral(&["maps", "dump", "--json", "--pin-dir", PIN_DIR]);
+    assert!(out.status.success(), "{}", text(&out));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["cgroups"][0]["path"], cg.as_str());
+    assert_eq!(view["cgroups"][0]["group"], 1);
+    let high = view["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["group"] == 1)
+        .unwrap();
+    assert!(high["runs"].as_u64().unwrap() > 0, "{high}");
+    assert_eq!(high["violations"], 0, "{high}");
+
+    let out = corral(&["status", "--pin-dir", PIN_DIR]);
+    let status = text(&out);
+    assert!(status.contains("sched_ext: Enabled"), "{status}");
+    assert!(status.contains(&cg), "{status}");
+
+    let out = corral(&["unmap", &cg, "--pin-dir", PIN_DIR]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("threads back to SCHED_NORMAL"),
+        "{}",
+        text(&out)
+    );
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let tid: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            corral_bpf::thread_policy(tid).unwrap(),
+            corral_bpf::SCHED_NORMAL
+        );
+    }
+
+    // SIGTERM: detach, print the reason, exit 0 (an orderly unregister).
+    // SAFETY: kill with a valid pid and signal.
+    assert_eq!(unsafe { libc::kill(sched_pid as i32, libc::SIGTERM) }, 0);
+    let sched = &mut cleanup.children[0];
+    let status = sched.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        status.success(),
+        "corral sched exited with {status}: {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.starts_with("exit: Unregistered")),
+        "{rest:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/sys/kernel/sched_ext/state")
+            .unwrap()
+            .trim(),
+        "disabled"
+    );
+    assert!(Path::new("/run/corral/last-exit").exists());
+}
