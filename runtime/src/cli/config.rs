@@ -185,8 +185,18 @@ impl CliConfig {
         Self::parse(&text, path, spin).with_context(|| format!("in {}", path.display()))
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text against this machine's online CPUs.
     pub fn parse(text: &str, path: &Path, spin: &Path) -> Result<CliConfig> {
+        Self::parse_against(text, path, spin, None)
+    }
+
+    /// Parses and validates configuration text, against `online` CPUs when given.
+    pub fn parse_against(
+        text: &str,
+        path: &Path,
+        spin: &Path,
+        online: Option<&[u32]>,
+    ) -> Result<CliConfig> {
         let mut table: toml::Table = toml::from_str(text).context("the file is not valid TOML")?;
         let workload: Vec<WorkloadSpec> = match table.remove("workload") {
             Some(value) => typed(value, "workload")?,
@@ -211,7 +221,11 @@ impl CliConfig {
             runtime.functions.push(w.function_spec(i, spin)?);
             loads.push((w.load(i)?, w.duration(i)?));
         }
-        runtime.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        match online {
+            Some(cpus) => runtime.validate_against(cpus),
+            None => runtime.validate(),
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(CliConfig {
             path: path.to_path_buf(),
             runtime,
@@ -362,5 +376,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("groups[0].cpus"), "{err:#}");
+    }
+
+    /// Every shipped example configuration is valid on a machine with enough CPUs (64 here), so
+    /// the examples and docs/configuration.md cannot drift from the code.
+    #[test]
+    fn example_configurations_are_valid() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let online: Vec<u32> = (0..64).collect();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                CliConfig::parse_against(
+                    &text,
+                    &path,
+                    Path::new("/bin/corral-spin"),
+                    Some(&online),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 3,
+            "expected the example configurations in {}",
+            examples.display()
+        );
     }
 }
