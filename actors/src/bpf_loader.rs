@@ -21,7 +21,7 @@ use actix::{Actor, AsyncContext, Context, Handler, SpawnHandle, Supervised};
 
 use crate::error::{ActorError, BoxError};
 use crate::messages::{GetSchedulerStatus, StartScheduler, StopScheduler};
-use crate::supervision::{guard, points, Failpoints};
+use crate::supervision::{guard, guard_with_ctx, points, Failpoints};
 use crate::telemetry::{ActorKind, Telemetry};
 
 const NAME: &str = "BPF loader";
@@ -351,16 +351,20 @@ impl Handler<StartScheduler> for BpfLoader {
     type Result = Result<SchedulerStatus, ActorError>;
 
     fn handle(&mut self, _msg: StartScheduler, ctx: &mut Context<Self>) -> Self::Result {
-        if self.driver.is_some() && !self.support.available() {
-            return Err(ActorError::SchedExtUnavailable {
-                reasons: self.support.reasons().join("; "),
-            });
-        }
-        if self.driver.is_some() && self.status().state != SchedulerState::Running {
-            self.backoff = self.timing.initial_backoff;
-            self.attach(ctx);
-        }
-        Ok(self.status())
+        // The driver runs libbpf and the kernel's attach path; a panic there restarts this
+        // actor rather than unwinding through the System thread.
+        guard_with_ctx::<Self, _, _>(NAME, "StartScheduler", ctx, |ctx| {
+            if self.driver.is_some() && !self.support.available() {
+                return Err(ActorError::SchedExtUnavailable {
+                    reasons: self.support.reasons().join("; "),
+                });
+            }
+            if self.driver.is_some() && self.status().state != SchedulerState::Running {
+                self.backoff = self.timing.initial_backoff;
+                self.attach(ctx);
+            }
+            Ok(self.status())
+        })
     }
 }
 
@@ -381,24 +385,26 @@ impl Handler<StopScheduler> for BpfLoader {
     type Result = Result<SchedulerStatus, ActorError>;
 
     fn handle(&mut self, _msg: StopScheduler, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(watch) = self.watch.take() {
-            ctx.cancel_future(watch);
-        }
-        let was = self.status().state;
-        if let Some(driver) = self.driver.as_mut() {
-            if driver.is_attached() {
-                driver.detach().map_err(|source| ActorError::Scheduler {
-                    operation: "detach",
-                    source,
-                })?;
+        guard_with_ctx::<Self, _, _>(NAME, "StopScheduler", ctx, |ctx| {
+            if let Some(watch) = self.watch.take() {
+                ctx.cancel_future(watch);
             }
-        }
-        if !matches!(
-            was,
-            SchedulerState::Unsupported { .. } | SchedulerState::NotConfigured
-        ) {
-            self.update(|s| s.state = SchedulerState::Stopped);
-        }
-        Ok(self.status())
+            let was = self.status().state;
+            if let Some(driver) = self.driver.as_mut() {
+                if driver.is_attached() {
+                    driver.detach().map_err(|source| ActorError::Scheduler {
+                        operation: "detach",
+                        source,
+                    })?;
+                }
+            }
+            if !matches!(
+                was,
+                SchedulerState::Unsupported { .. } | SchedulerState::NotConfigured
+            ) {
+                self.update(|s| s.state = SchedulerState::Stopped);
+            }
+            Ok(self.status())
+        })
     }
 }

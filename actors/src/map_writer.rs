@@ -39,7 +39,9 @@ pub struct MapWriter {
     backend: Box<dyn MapBackend>,
     groups: Vec<CpuGroup>,
     mirror: BTreeMap<CgroupId, GroupId>,
-    /// Paths of the cgroups in the mirror, when known (for removal at shutdown).
+    /// The cgroups this runtime enforced, with their paths: what it removes at shutdown. Kept
+    /// across restarts (the mirror is rebuilt from the backend; this is not the backend's to
+    /// know, since other tools may write the same shared maps).
     paths: BTreeMap<CgroupId, CgroupRef>,
     telemetry: Arc<Telemetry>,
     failpoints: Arc<Failpoints>,
@@ -138,11 +140,24 @@ impl Handler<EnforceGroup> for MapWriter {
         guard::<Self, _, _>(NAME, "EnforceGroup", ctx, || {
             self.failpoints.hit(points::ENFORCE_GROUP);
             let group = self.group(msg.group)?.clone();
+            // Claim the cgroup before writing, so a panic between the backend write and the
+            // mirror update still leaves it ours to remove at shutdown.
+            let claimed = self
+                .paths
+                .insert(msg.cgroup.id, msg.cgroup.clone())
+                .is_none();
             let start = Instant::now();
-            let mut enforcement = self.backend.enforce(&msg.cgroup, &group)?;
+            let mut enforcement = match self.backend.enforce(&msg.cgroup, &group) {
+                Ok(e) => e,
+                Err(e) => {
+                    if claimed {
+                        self.paths.remove(&msg.cgroup.id);
+                    }
+                    return Err(e);
+                }
+            };
             enforcement.commit_time = start.elapsed();
             self.mirror.insert(msg.cgroup.id, msg.group);
-            self.paths.insert(msg.cgroup.id, msg.cgroup.clone());
             self.telemetry
                 .enforcements_committed
                 .fetch_add(1, Ordering::Relaxed);
@@ -186,20 +201,17 @@ impl Handler<ListEnforcements> for MapWriter {
     }
 }
 
-/// Removes every enforcement in the mirror and closes the backend.
+/// Removes every enforcement this runtime made (not entries others wrote into shared maps, such
+/// as `corral map`'s) and closes the backend.
 impl Handler<ClearEnforcements> for MapWriter {
     type Result = Result<usize, ActorError>;
 
     fn handle(&mut self, _msg: ClearEnforcements, ctx: &mut Context<Self>) -> Self::Result {
         guard::<Self, _, _>(NAME, "ClearEnforcements", ctx, || {
-            let ids: Vec<CgroupId> = self.mirror.keys().copied().collect();
+            let owned: Vec<CgroupRef> = self.paths.values().cloned().collect();
             let mut removed = 0;
-            for id in ids {
-                let cgroup = self
-                    .paths
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or(CgroupRef { id, path: None });
+            for cgroup in owned {
+                let id = cgroup.id;
                 if self.backend.remove(&cgroup)? {
                     removed += 1;
                 }
@@ -209,7 +221,7 @@ impl Handler<ClearEnforcements> for MapWriter {
             self.backend.close()?;
             self.telemetry
                 .enforcement_entries
-                .store(0, Ordering::Relaxed);
+                .store(self.mirror.len(), Ordering::Relaxed);
             Ok(removed)
         })
     }

@@ -188,8 +188,10 @@ impl Handler<SampleLoad> for ResourceTracker {
 impl Handler<CloseAdmission> for ResourceTracker {
     type Result = Result<(), ActorError>;
 
-    fn handle(&mut self, _msg: CloseAdmission, _ctx: &mut Context<Self>) -> Self::Result {
-        self.limiter.close();
-        Ok(())
+    fn handle(&mut self, _msg: CloseAdmission, ctx: &mut Context<Self>) -> Self::Result {
+        guard::<Self, _, _>(NAME, "CloseAdmission", ctx, || {
+            self.limiter.close();
+            Ok(())
+        })
     }
 }

@@ -46,6 +46,37 @@ where
     }
 }
 
+/// [`guard`] for a body that needs the actor's context itself (to spawn or cancel futures).
+pub fn guard_with_ctx<A, C, R>(
+    actor: &'static str,
+    message: &'static str,
+    ctx: &mut C,
+    body: impl FnOnce(&mut C) -> Result<R, ActorError>,
+) -> Result<R, ActorError>
+where
+    A: Actor<Context = C>,
+    C: ActorContext,
+{
+    match catch_unwind(AssertUnwindSafe(|| body(&mut *ctx))) {
+        Ok(result) => result,
+        Err(payload) => {
+            let detail = panic_detail(payload.as_ref());
+            tracing::error!(
+                actor,
+                message,
+                detail,
+                "handler panicked; restarting the actor"
+            );
+            ctx.stop();
+            Err(ActorError::HandlerPanicked {
+                actor,
+                message,
+                detail,
+            })
+        }
+    }
+}
+
 /// The panic payload as text.
 pub fn panic_detail(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

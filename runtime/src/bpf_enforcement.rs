@@ -52,6 +52,8 @@ pub struct BpfMapBackend {
     published: Vec<GroupId>,
     /// Cgroups whose threads this backend switched to `SCHED_EXT`, to switch back on removal.
     switched: BTreeMap<CgroupId, PathBuf>,
+    /// Whether `close` unpublishes the groups: only when this runtime also runs the scheduler.
+    owns_groups: bool,
 }
 
 impl BpfMapBackend {
@@ -66,7 +68,15 @@ impl BpfMapBackend {
             maps,
             published: Vec::new(),
             switched: BTreeMap::new(),
+            owns_groups: true,
         })
+    }
+
+    /// Leaves the groups published at `close`, for a runtime that writes maps a separately run
+    /// scheduler (`corral sched`) reads.
+    pub fn keep_groups_on_close(mut self) -> Self {
+        self.owns_groups = false;
+        self
     }
 
     /// The pinned maps (statistics, inspection).
@@ -100,6 +110,14 @@ impl MapBackend for BpfMapBackend {
     }
 
     fn enforce(&mut self, cgroup: &CgroupRef, group: &CpuGroup) -> Result<Enforcement, ActorError> {
+        let previous = self
+            .maps
+            .cgroups()
+            .get(cgroup.id.0)
+            .map_err(bpf_error(format!(
+                "read the mapping of cgroup {}",
+                cgroup.id
+            )))?;
         self.maps
             .cgroups()
             .insert(cgroup.id.0, group.id.0, CgroupFlags::NONE)
@@ -108,10 +126,20 @@ impl MapBackend for BpfMapBackend {
                 cgroup.id, group.id
             )))?;
         if let Some(path) = &cgroup.path {
-            set_cgroup_sched_ext(path, true).map_err(bpf_error(format!(
-                "switch the threads of {} to SCHED_EXT",
-                path.display()
-            )))?;
+            if let Err(e) = set_cgroup_sched_ext(path, true) {
+                // One enforcement, whole or not at all: put the map back as it was.
+                let restored = match previous {
+                    Some(p) => self.maps.cgroups().insert(cgroup.id.0, p.group, p.flags),
+                    None => self.maps.cgroups().remove(cgroup.id.0).map(|_| ()),
+                };
+                if let Err(r) = restored {
+                    tracing::error!(cgroup = cgroup.id.0, error = %r, "cannot roll back a failed enforcement");
+                }
+                return Err(bpf_error(format!(
+                    "switch the threads of {} to SCHED_EXT (the mapping was rolled back)",
+                    path.display()
+                ))(e));
+            }
             self.switched.insert(cgroup.id, path.clone());
         }
         Ok(Enforcement {
@@ -154,6 +182,11 @@ impl MapBackend for BpfMapBackend {
     }
 
     fn close(&mut self) -> Result<(), ActorError> {
+        if !self.owns_groups {
+            // A scheduler run by someone else (`corral sched`) keeps serving these groups.
+            self.published.clear();
+            return Ok(());
+        }
         for g in std::mem::take(&mut self.published) {
             self.maps
                 .groups()
@@ -224,7 +257,10 @@ pub(crate) type OpenedBpf = (Box<dyn MapBackend>, Option<Box<dyn SchedulerDriver
 
 /// Opens the `bpf` backend and, when configured, the scheduler driver.
 pub(crate) fn open(config: &EnforcementConfig) -> Result<OpenedBpf, ActorError> {
-    let backend = BpfMapBackend::open(&config.pin_dir)?;
+    let mut backend = BpfMapBackend::open(&config.pin_dir)?;
+    if !config.load_scheduler {
+        backend = backend.keep_groups_on_close();
+    }
     let driver: Option<Box<dyn SchedulerDriver>> = config
         .load_scheduler
         .then(|| Box::new(BpfSchedulerDriver::new(&config.pin_dir)) as Box<dyn SchedulerDriver>);

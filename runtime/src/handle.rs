@@ -144,8 +144,10 @@ impl RuntimeHandle {
         function: &str,
         payload: impl Into<Vec<u8>>,
     ) -> Result<InvocationResult, RuntimeError> {
-        self.check_running()?;
+        // Count the invocation first, then check: a shutdown that switches to DRAINING after
+        // this check finds it counted and waits for it; one that switched before is seen here.
         let in_progress = InProgress::enter(&self.inner.drain);
+        self.check_running()?;
         let shared = Arc::clone(&self.inner.shared);
         let function = function.to_string();
         let payload = payload.into();

@@ -204,3 +204,29 @@ fn failed_start_names_the_key_and_leaves_no_cgroup() {
     assert!(err.contains("functions.nocommand.command"), "{err}");
     assert!(!parent.exists(), "{} left behind", parent.display());
 }
+
+/// The `local` backend removes every container under its parent at start and shutdown, so a
+/// second runtime on the same parent would destroy the first one's containers. The parent is
+/// locked: the second open is refused, naming the key, and the first runtime's directory is
+/// left alone.
+#[test]
+fn two_local_backends_cannot_share_a_cgroup_parent() {
+    require_root();
+    let parent = cgroup2_mount()
+        .expect("a cgroup2 mount")
+        .join(format!("corral-test-lock-{}", std::process::id()));
+    let first = corral_actors::container_backend::local::LocalBackend::open(&parent)
+        .expect("the first backend opens the parent");
+    let err = corral_actors::container_backend::local::LocalBackend::open(&parent)
+        .expect_err("a second backend on the same parent must be refused");
+    let text = err.to_string();
+    assert!(text.contains("containers.cgroup_parent"), "{text}");
+    assert!(text.contains("another corral runtime"), "{text}");
+    assert!(parent.exists());
+    drop(first);
+    // Once the first is gone, the parent can be opened again.
+    let again = corral_actors::container_backend::local::LocalBackend::open(&parent)
+        .expect("the lock is released with the first backend");
+    drop(again);
+    std::fs::remove_dir(&parent).unwrap();
+}

@@ -215,5 +215,8 @@ fn sched_map_unmap_and_status_work_across_processes() {
             .trim(),
         "disabled"
     );
-    assert!(Path::new("/run/corral/last-exit").exists());
+    let out = corral(&["status", "--pin-dir", PIN_DIR]);
+    let status = text(&out);
+    assert!(status.contains("sched_ext: Disabled"), "{status}");
+    assert!(status.contains("last exit: Unregistered"), "{status}");
 }

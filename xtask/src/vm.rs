@@ -136,8 +136,17 @@ pub struct VmRun {
     pub failed_boots: Vec<VmOutcome>,
 }
 
-/// Classifies a console line that means the guest kernel has failed.
+/// Classifies a console line that means the guest kernel has failed. Only kernel log lines
+/// count (printk's `[ seconds.micros]` prefix; this kernel has `CONFIG_PRINTK_TIME`), so a test
+/// that merely prints such words does not kill the guest.
 fn failure_marker(line: &str) -> Option<VmOutcome> {
+    let kernel_line = line.trim_start().starts_with('[')
+        && line
+            .split_once(']')
+            .is_some_and(|(ts, _)| ts.trim_start_matches('[').trim().parse::<f64>().is_ok());
+    if !kernel_line {
+        return None;
+    }
     if line.contains("Kernel panic - not syncing") {
         Some(VmOutcome::KernelPanic(line.trim().to_owned()))
     } else if line.contains("soft lockup - CPU#")
@@ -413,13 +422,18 @@ mod tests {
             Some(VmOutcome::KernelPanic(_))
         ));
         assert!(matches!(
-            failure_marker("watchdog: BUG: soft lockup - CPU#1 stuck for 22s!"),
+            failure_marker("[   22.000001] watchdog: BUG: soft lockup - CPU#1 stuck for 22s!"),
             Some(VmOutcome::Lockup(_))
         ));
         assert!(matches!(
-            failure_marker("rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            failure_marker("[   61.5] rcu: INFO: rcu_preempt self-detected stall on CPU"),
             Some(VmOutcome::RcuStall(_))
         ));
+        // A program printing the same words is not the kernel failing.
+        assert_eq!(
+            failure_marker("test prints: Kernel panic - not syncing"),
+            None
+        );
         assert_eq!(
             failure_marker("sched_ext: BPF scheduler \"corral\" enabled"),
             None

@@ -38,6 +38,9 @@ pub struct LocalBackend {
     parent: PathBuf,
     created_parent: bool,
     seq: Arc<AtomicU64>,
+    /// An exclusive `flock` on the parent directory, held while the backend lives: the backend
+    /// removes every container under its parent, so two runtimes must never share one.
+    _lock: Arc<File>,
 }
 
 impl LocalBackend {
@@ -62,6 +65,21 @@ impl LocalBackend {
         if created_parent {
             fs::create_dir(&parent).map_err(|e| ActorError::cgroup("create", &parent, e))?;
         }
+        let lock = File::open(&parent).map_err(|e| ActorError::cgroup("open", &parent, e))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                ActorError::invalid(
+                    "containers.cgroup_parent",
+                    parent.display(),
+                    "another corral runtime is using this directory (it holds its lock); give \
+                     each runtime its own containers.cgroup_parent",
+                )
+            } else {
+                ActorError::cgroup("lock", &parent, err)
+            });
+        }
         let offered = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
         for controller in ["cpu", "cpuset"] {
             if offered.split_whitespace().any(|c| c == controller) {
@@ -75,6 +93,7 @@ impl LocalBackend {
             parent,
             created_parent,
             seq: Arc::new(AtomicU64::new(1)),
+            _lock: Arc::new(lock),
         };
         for leftover in backend.list()? {
             tracing::warn!(

@@ -604,8 +604,15 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 
 s32 BPF_STRUCT_OPS(corral_init_task, struct task_struct *p, struct scx_init_task_args *args)
 {
-	if (!task_ctx_get(p, true))
+	struct task_ctx *tctx = task_ctx_get(p, true);
+
+	if (!tctx)
 		return -ENOMEM;
+	/*
+	 * Storage starts zeroed, and 0 is a real group: a task that runs before
+	 * select_cpu or enqueue has noted its group must not be charged to group 0.
+	 */
+	tctx->group = NO_GROUP;
 	return 0;
 }
 

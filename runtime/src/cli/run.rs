@@ -175,12 +175,29 @@ async fn drive(
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "corral run: interrupted; finishing the invocations in flight, then reporting"
-                );
-                stop.store(true, Ordering::Relaxed);
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                eprintln!("corral run: cannot install the SIGINT/SIGTERM handlers");
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
+            eprintln!(
+                "corral run: stopping; finishing the invocations in flight, then reporting \
+                 (signal again to quit at once, leaving cgroups and map entries behind)"
+            );
+            stop.store(true, Ordering::Relaxed);
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("corral run: second signal; quitting without cleanup");
+            std::process::exit(130);
         });
     }
 

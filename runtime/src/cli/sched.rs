@@ -12,8 +12,23 @@ use corral_bpf::{ExitInfo, Scheduler, SchedulerConfig};
 
 use super::config::CliConfig;
 
-/// Where `corral sched` records the scheduler's last exit for `corral status`.
-pub const LAST_EXIT_FILE: &str = "/run/corral/last-exit";
+/// Where `corral sched` records the scheduler's last exit for `corral status`: one file per pin
+/// directory, so instances on different pins do not report each other's exits.
+pub fn last_exit_file(pin_dir: &Path) -> PathBuf {
+    let key: String = pin_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Path::new("/run/corral").join(format!("last-exit.{key}"))
+}
 
 /// Run the scheduler in the foreground.
 #[derive(Debug, Args)]
@@ -101,7 +116,7 @@ pub fn run(args: SchedArgs) -> Result<i32> {
     match &exit {
         Some(info) => {
             println!("exit: {info}");
-            record_exit(Path::new(LAST_EXIT_FILE), info);
+            record_exit(&last_exit_file(&pin_dir), info);
             Ok(if info.kind.is_error() { 1 } else { 0 })
         }
         None => {

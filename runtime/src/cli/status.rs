@@ -8,7 +8,7 @@ use clap::Args;
 use corral_bpf::DEFAULT_PIN_DIR;
 
 use super::maps::{open_maps, print_groups_and_cgroups, read_view};
-use super::sched::LAST_EXIT_FILE;
+use super::sched::last_exit_file;
 
 /// Show the scheduler state and the maps' contents.
 #[derive(Debug, Args)]
@@ -35,19 +35,28 @@ pub fn run(args: StatusArgs) -> Result<()> {
         }
         Err(e) => println!("sched_ext: unavailable ({e}); corral enforces groups with cpuset here"),
     }
-    match std::fs::read_to_string(LAST_EXIT_FILE) {
+    let exit_file = last_exit_file(&args.pin_dir);
+    match std::fs::read_to_string(&exit_file) {
         Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => println!(
-                "last exit: {} {}{} (recorded by corral sched in {LAST_EXIT_FILE})",
-                v["kind"].as_str().unwrap_or("?"),
-                v["reason"].as_str().unwrap_or(""),
-                v["message"]
+            Ok(v) => {
+                let at = v["at_unix_s"].as_u64().unwrap_or(0);
+                let ago = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs().saturating_sub(at))
+                    .unwrap_or(0);
+                let message = v["message"]
                     .as_str()
                     .filter(|m| !m.is_empty())
                     .map(|m| format!(" ({m})"))
-                    .unwrap_or_default()
-            ),
-            Err(e) => println!("last exit: {LAST_EXIT_FILE} is unreadable ({e})"),
+                    .unwrap_or_default();
+                println!(
+                    "last exit: {} {}{message} ({ago}s ago, recorded by corral sched in {})",
+                    v["kind"].as_str().unwrap_or("?"),
+                    v["reason"].as_str().unwrap_or(""),
+                    exit_file.display()
+                )
+            }
+            Err(e) => println!("last exit: {} is unreadable ({e})", exit_file.display()),
         },
         Err(_) => println!("last exit: none recorded"),
     }
