@@ -145,3 +145,33 @@ pub fn set_cgroup_sched_ext(path: impl AsRef<Path>, enable: bool) -> Result<usiz
     }
     Ok(switched)
 }
+
+/// How deep [`set_cgroup_tree_sched_ext`] descends below the cgroup it is given.
+const MAX_TREE_DEPTH: usize = 16;
+
+/// [`set_cgroup_sched_ext`] for the cgroup at `path` and its descendant cgroups (a mapping
+/// applies to descendants too: the scheduler walks a task's ancestors). Descendants for which
+/// `skip` returns true are left alone with their whole subtree, e.g. ones with a mapping of
+/// their own. Returns how many threads it switched.
+pub fn set_cgroup_tree_sched_ext(
+    path: impl AsRef<Path>,
+    enable: bool,
+    skip: impl Fn(&Path) -> bool,
+) -> Result<usize> {
+    let mut switched = 0;
+    let mut stack = vec![(path.as_ref().to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        switched += set_cgroup_sched_ext(&dir, enable)?;
+        if depth >= MAX_TREE_DEPTH {
+            continue;
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
+        for entry in entries.flatten() {
+            let child = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !skip(&child) {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
+    Ok(switched)
+}

@@ -81,7 +81,8 @@ pub const MAX_GROUPS: u32 = bpf_intf::corral_consts_CORRAL_MAX_GROUPS;
 pub const MAX_CPUS: u32 = bpf_intf::corral_consts_CORRAL_MAX_CPUS;
 
 pub use cgroup::{
-    cgroup_id_of, cgroup_threads, set_cgroup_sched_ext, thread_policy, SCHED_EXT, SCHED_NORMAL,
+    cgroup_id_of, cgroup_threads, set_cgroup_sched_ext, set_cgroup_tree_sched_ext, thread_policy,
+    SCHED_EXT, SCHED_NORMAL,
 };
 pub use cgroup_map::{CgroupEntry, CgroupFlags, CgroupMap};
 pub use error::{Error, Result};

@@ -1,7 +1,8 @@
 //! The `bpf` map-writer backend and the real scheduler driver, over `corral-bpf`.
 //!
 //! - [`BpfMapBackend`]: an enforcement is one update of the pinned cgroup map (cgroup id →
-//!   group), after which the cgroup's threads are switched to `SCHED_EXT`; processes the
+//!   group), after which the threads of the cgroup and its descendants are switched to
+//!   `SCHED_EXT`; processes the
 //!   `local` backend starts later switch themselves (the acknowledgement says `sched_ext`).
 //!   The pinned maps are the source of truth the map writer's mirror is rebuilt from; they
 //!   outlive the scheduler and the runtime.
@@ -19,7 +20,7 @@ use corral_actors::error::BoxError;
 use corral_actors::map_backend::MapBackend;
 use corral_actors::ActorError;
 use corral_bpf::{
-    set_cgroup_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, Scheduler, SchedulerConfig,
+    set_cgroup_tree_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, Scheduler, SchedulerConfig,
 };
 
 use crate::config::EnforcementConfig;
@@ -126,7 +127,7 @@ impl MapBackend for BpfMapBackend {
                 cgroup.id, group.id
             )))?;
         if let Some(path) = &cgroup.path {
-            if let Err(e) = set_cgroup_sched_ext(path, true) {
+            if let Err(e) = set_cgroup_tree_sched_ext(path, true, |_| false) {
                 // One enforcement, whole or not at all: put the map back as it was.
                 let restored = match previous {
                     Some(p) => self.maps.cgroups().insert(cgroup.id.0, p.group, p.flags),
@@ -159,7 +160,7 @@ impl MapBackend for BpfMapBackend {
             .or_else(|| self.switched.get(&cgroup.id).cloned());
         self.switched.remove(&cgroup.id);
         if let Some(path) = path.filter(|p| p.exists()) {
-            set_cgroup_sched_ext(&path, false).map_err(bpf_error(format!(
+            set_cgroup_tree_sched_ext(&path, false, |_| false).map_err(bpf_error(format!(
                 "switch the threads of {} back to SCHED_NORMAL",
                 path.display()
             )))?;

@@ -63,13 +63,15 @@ impl Drop for Cleanup {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = std::fs::remove_dir(self.cgroup.join("leaf"));
         let _ = std::fs::remove_dir(&self.cgroup);
         let _ = corral_bpf::PinnedMaps::remove_pins(PIN_DIR);
     }
 }
 
 /// `corral sched` publishes the config's groups and runs until SIGTERM; meanwhile `corral map`
-/// moves a busy cgroup onto group 1 with one map update (its threads then run only on CPUs 2-3),
+/// moves a cgroup onto group 1 with one map update, and a busy process in a child cgroup then
+/// runs only on CPUs 2-3 (the mapping is inherited and its threads are switched to SCHED_EXT),
 /// `corral maps dump` and `corral status` show it, and `corral unmap` returns the threads to the
 /// fair class. SIGTERM detaches the scheduler and `corral sched` prints the exit reason.
 #[test]
@@ -128,15 +130,17 @@ fn sched_map_unmap_and_status_work_across_processes() {
         "enabled"
     );
 
-    // A busy two-thread process in a fresh cgroup, still in the fair class.
-    std::fs::create_dir_all(&cleanup.cgroup).unwrap();
+    // A busy two-thread process in a leaf cgroup below the one we map, still in the fair class:
+    // mapping the parent must place the leaf's threads too.
+    let leaf = cleanup.cgroup.join("leaf");
+    std::fs::create_dir_all(&leaf).unwrap();
     let spinner = Command::new("corral-spin")
         .args(["--millis", "3600000", "--threads", "2"])
         .spawn()
         .unwrap();
     let pid = spinner.id();
     cleanup.children.push(spinner);
-    std::fs::write(cleanup.cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+    std::fs::write(leaf.join("cgroup.procs"), pid.to_string()).unwrap();
 
     let cg = cleanup.cgroup.to_str().unwrap().to_owned();
     let out = corral(&["map", &cg, "1", "--pin-dir", PIN_DIR]);

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use corral_bpf::{
-    cgroup_id_of, set_cgroup_sched_ext, CgroupEntry, CgroupFlags, GroupStats, PinnedMaps,
-    PublishedGroup, DEFAULT_PIN_DIR,
+    cgroup_id_of, set_cgroup_sched_ext, set_cgroup_tree_sched_ext, CgroupEntry, CgroupFlags,
+    GroupStats, PinnedMaps, PublishedGroup, DEFAULT_PIN_DIR,
 };
 use serde::Serialize;
 
@@ -111,7 +111,14 @@ pub fn map(args: MapArgs) -> Result<()> {
     };
     maps.cgroups().insert(cgroup, args.group, flags)?;
     // The mapping and the policy switch go together: if the switch fails, put the map back.
-    let switched = match set_cgroup_sched_ext(&path, true) {
+    // Without --no-inherit the mapping covers descendant cgroups, so their threads switch too,
+    // except in descendants that have a mapping of their own.
+    let switch = if args.no_inherit {
+        set_cgroup_sched_ext(&path, true)
+    } else {
+        set_cgroup_tree_sched_ext(&path, true, |child| separately_mapped(&maps, child))
+    };
+    let switched = match switch {
         Ok(n) => n,
         Err(e) => {
             let restored = match previous {
@@ -173,6 +180,11 @@ pub fn unmap(args: UnmapArgs) -> Result<()> {
         previous.group
     );
     Ok(())
+}
+
+/// Whether the cgroup at `dir` has a mapping of its own (its subtree follows that one).
+fn separately_mapped(maps: &PinnedMaps, dir: &Path) -> bool {
+    cgroup_id_of(dir).is_ok_and(|id| maps.cgroups().get(id).ok().flatten().is_some())
 }
 
 /// Formats CPUs as a kernel CPU list (`0-3,6`).
