@@ -22,7 +22,7 @@ use super::config::{CliConfig, Load};
 use super::report::{
     apply_sched_stats, stats_delta, FunctionReport, GroupReport, Percentiles, RunReport,
 };
-use super::sampler::{Assignments, Sampler};
+use super::sampler::{Assignments, GroupSource, Sampler};
 
 /// Run the configured workload and report.
 #[derive(Debug, Args)]
@@ -166,8 +166,24 @@ async fn drive(
     let before = read_stats(&maps)?;
 
     let assignments: Assignments = Arc::default();
+    let source = match stats.enforcement_backend {
+        "bpf" => GroupSource::Maps(
+            PinnedMaps::open(&config.runtime.enforcement.pin_dir)
+                .context("cannot open the pinned maps for the placement sampler")?,
+        ),
+        "cpuset" => GroupSource::Cpuset {
+            v1_dir: config
+                .runtime
+                .enforcement
+                .cpuset_v1_root
+                .join(&config.runtime.enforcement.cpuset_prefix),
+        },
+        _ => GroupSource::Reported(assignments.clone()),
+    };
+    let group_cpus: Vec<(u32, Vec<u32>)> =
+        groups.iter().map(|g| (g.id.0, g.cpus.clone())).collect();
     let sampler =
-        sample_parent.map(|p| Sampler::start(p, assignments.clone(), Duration::from_millis(10)));
+        sample_parent.map(|p| Sampler::start(p, source, group_cpus, Duration::from_millis(10)));
 
     let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
     let counters: Vec<Arc<Counters>> = config.workload.iter().map(|_| Arc::default()).collect();

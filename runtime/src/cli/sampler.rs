@@ -22,6 +22,56 @@ pub struct PlacementSamples {
 /// Which group (and CPUs) each container cgroup is enforced to, as the invocations report it.
 pub type Assignments = Arc<Mutex<HashMap<u64, (u32, Vec<u32>)>>>;
 
+/// Where the sampler learns, at each sample, which group a container cgroup is enforced to. A
+/// warm container can be re-enforced onto another group between invocations (`least-loaded`,
+/// `hash`), so the answer must come from the enforcement itself, not from a past invocation.
+pub enum GroupSource {
+    /// The pinned cgroup map (the `bpf` backend).
+    Maps(corral_bpf::PinnedMaps),
+    /// The cpuset confining the container: its own v2 `cpuset.cpus`, else the v1 cpuset named
+    /// by its cgroup id under `v1_dir` (the `cpuset` backend).
+    Cpuset {
+        /// `<cpuset_v1_root>/<cpuset_prefix>`.
+        v1_dir: PathBuf,
+    },
+    /// As the invocations report it (a backend that enforces nothing, such as `memory`).
+    Reported(Assignments),
+}
+
+impl std::fmt::Debug for GroupSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupSource::Maps(_) => "GroupSource::Maps",
+            GroupSource::Cpuset { .. } => "GroupSource::Cpuset",
+            GroupSource::Reported(_) => "GroupSource::Reported",
+        })
+    }
+}
+
+impl GroupSource {
+    /// The group (id and CPUs) the cgroup at `dir`, with id `ino`, is enforced to now.
+    fn resolve(&self, dir: &Path, ino: u64, groups: &[(u32, Vec<u32>)]) -> Option<(u32, Vec<u32>)> {
+        let by_id = |id: u32| groups.iter().find(|(g, _)| *g == id).cloned();
+        match self {
+            GroupSource::Maps(maps) => by_id(maps.cgroups().get(ino).ok()??.group),
+            GroupSource::Cpuset { v1_dir } => {
+                let read = |p: PathBuf| {
+                    std::fs::read_to_string(p)
+                        .ok()
+                        .filter(|t| !t.trim().is_empty())
+                };
+                let text = read(dir.join("cpuset.cpus"))
+                    .or_else(|| read(v1_dir.join(ino.to_string()).join("cpuset.cpus")))?;
+                let cpus = corral_actors::config::parse_cpu_list("cpuset.cpus", &text).ok()?;
+                groups.iter().find(|(_, g)| *g == cpus).cloned()
+            }
+            GroupSource::Reported(table) => {
+                table.lock().expect("assignments lock").get(&ino).cloned()
+            }
+        }
+    }
+}
+
 /// A running sampler thread.
 #[derive(Debug)]
 pub struct Sampler {
@@ -30,8 +80,14 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling the container cgroups under `parent` every `period`.
-    pub fn start(parent: PathBuf, assignments: Assignments, period: Duration) -> Sampler {
+    /// Starts sampling the container cgroups under `parent` every `period`, judging each
+    /// against the group `source` says it is enforced to; `groups` are (id, CPUs).
+    pub fn start(
+        parent: PathBuf,
+        source: GroupSource,
+        groups: Vec<(u32, Vec<u32>)>,
+        period: Duration,
+    ) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -40,8 +96,7 @@ impl Sampler {
                 let mut counts: BTreeMap<u32, PlacementSamples> = BTreeMap::new();
                 let mut seen = HashSet::new();
                 while !flag.load(Ordering::Relaxed) {
-                    let known = assignments.lock().expect("assignments lock").clone();
-                    seen = sample_once(&parent, &known, &seen, &mut counts);
+                    seen = sample_once(&parent, &source, &groups, &seen, &mut counts);
                     std::thread::sleep(period);
                 }
                 counts
@@ -71,7 +126,8 @@ impl Sampler {
 /// at every later sample.
 fn sample_once(
     parent: &Path,
-    known: &HashMap<u64, (u32, Vec<u32>)>,
+    source: &GroupSource,
+    groups: &[(u32, Vec<u32>)],
     previously: &HashSet<i32>,
     counts: &mut BTreeMap<u32, PlacementSamples>,
 ) -> HashSet<i32> {
@@ -87,7 +143,7 @@ fn sample_once(
         if !meta.is_dir() {
             continue;
         }
-        let Some((group, cpus)) = known.get(&meta.ino()) else {
+        let Some((group, cpus)) = source.resolve(&dir, meta.ino(), groups) else {
             continue;
         };
         let Ok(threads) = std::fs::read_to_string(dir.join("cgroup.threads")) else {
@@ -99,7 +155,7 @@ fn sample_once(
                 continue;
             }
             if let Some(cpu) = corral_bpf::cpus::last_cpu(tid) {
-                let c = counts.entry(*group).or_default();
+                let c = counts.entry(group).or_default();
                 c.samples += 1;
                 if !cpus.contains(&cpu) {
                     c.outside += 1;
