@@ -168,7 +168,12 @@ pub fn unmap(args: UnmapArgs) -> Result<()> {
             path.display()
         );
     }
-    let switched = set_cgroup_sched_ext(&path, false).with_context(|| {
+    let switch = if previous.flags.contains(CgroupFlags::NO_INHERIT) {
+        set_cgroup_sched_ext(&path, false)
+    } else {
+        set_cgroup_tree_sched_ext(&path, false, |child| separately_mapped(&maps, child))
+    };
+    let switched = switch.with_context(|| {
         format!(
             "unmapped {}, but cannot return its threads to SCHED_NORMAL",
             path.display()
