@@ -34,8 +34,9 @@ fn groups() -> Vec<GroupConfig> {
 }
 
 /// Invocations through a runtime with the `bpf` map writer (scheduler not loaded) leave each
-/// warm container mapped in the pinned cgroup map; shutdown removes every entry and unpublishes
-/// the groups.
+/// warm container mapped in the pinned cgroup map. Shutdown removes every entry it made, but
+/// leaves the groups published: with `load_scheduler = false` a separately run scheduler
+/// (`corral sched`) keeps serving them. A `corral map`-style entry made by someone else survives.
 #[tokio::test]
 async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     require_root();
@@ -54,6 +55,12 @@ async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     c.functions.push(FunctionSpec::named("fb"));
     let runtime = Runtime::start(c).unwrap();
     assert_eq!(runtime.stats().enforcement_backend, "bpf");
+    // An entry another tool wrote into the shared pins.
+    let foreign = PinnedMaps::open(&pin_dir).unwrap();
+    foreign
+        .cgroups()
+        .insert(u64::MAX - 7, 1, corral_bpf::CgroupFlags::NONE)
+        .unwrap();
     let a = runtime.invoke("fa", vec![]).await.unwrap();
     let b = runtime.invoke("fb", vec![]).await.unwrap();
 
@@ -80,11 +87,21 @@ async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     );
 
     runtime.shutdown().await.unwrap();
-    assert!(
-        maps.cgroups().entries().unwrap().is_empty(),
-        "cgroup entries left behind"
+    let left: Vec<u64> = maps
+        .cgroups()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        left,
+        vec![u64::MAX - 7],
+        "the runtime's entries must go, the foreign one stay"
     );
-    assert!(!maps.groups().is_published(0).unwrap());
+    assert!(maps.groups().is_published(0).unwrap());
+    assert!(maps.groups().is_published(1).unwrap());
+    drop(foreign);
     drop(maps);
     PinnedMaps::remove_pins(&pin_dir).unwrap();
     let _ = std::fs::remove_dir(&pin_dir);
