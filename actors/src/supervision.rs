@@ -26,24 +26,7 @@ where
     A: Actor<Context = C>,
     C: ActorContext,
 {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let detail = panic_detail(payload.as_ref());
-            tracing::error!(
-                actor,
-                message,
-                detail,
-                "handler panicked; restarting the actor"
-            );
-            ctx.stop();
-            Err(ActorError::HandlerPanicked {
-                actor,
-                message,
-                detail,
-            })
-        }
-    }
+    guard_with_ctx::<A, C, R>(actor, message, ctx, |_| body())
 }
 
 /// [`guard`] for a body that needs the actor's context itself (to spawn or cancel futures).

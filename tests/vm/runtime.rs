@@ -28,6 +28,23 @@ fn field<'a>(output: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{key}` line in the function's output:\n{output}"))
 }
 
+/// Starts `n` invocations at once, alternating `fa` and `fb`.
+fn invoke_alternately(
+    runtime: &corral::RuntimeHandle,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<corral::InvocationResult, corral::RuntimeError>>> {
+    (0..n)
+        .map(|i| {
+            let handle = runtime.clone();
+            tokio::spawn(async move {
+                handle
+                    .invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![])
+                    .await
+            })
+        })
+        .collect()
+}
+
 /// Two groups (CPU 0 and CPU 1), `corral-spin --report` functions `fa` and `fb` pinned to
 /// them, local containers under `parent`, room for eight invocations at once.
 fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
@@ -76,16 +93,7 @@ fn runtime_confines_functions_with_cgroup_v2_cpuset_without_a_scheduler() {
     rt.block_on(async {
         let runtime = Runtime::start(c).expect("start the runtime");
         assert_eq!(runtime.stats().enforcement_backend, "cpuset");
-        let calls: Vec<_> = (0..6)
-            .map(|i| {
-                let handle = runtime.clone();
-                tokio::spawn(async move {
-                    handle
-                        .invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![])
-                        .await
-                })
-            })
-            .collect();
+        let calls = invoke_alternately(&runtime, 6);
         for call in calls {
             let r = call.await.unwrap().expect("invocation");
             let out = String::from_utf8_lossy(&r.output).into_owned();
@@ -151,16 +159,7 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
             "enabled"
         );
 
-        let calls: Vec<_> = (0..8)
-            .map(|i| {
-                let handle = runtime.clone();
-                tokio::spawn(async move {
-                    handle
-                        .invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![])
-                        .await
-                })
-            })
-            .collect();
+        let calls = invoke_alternately(&runtime, 8);
         let mut starts = Vec::new();
         for call in calls {
             let r = call.await.unwrap().expect("invocation");
