@@ -224,3 +224,52 @@ fn sched_map_unmap_and_status_work_across_processes() {
     assert!(status.contains("sched_ext: Disabled"), "{status}");
     assert!(status.contains("last exit: Unregistered"), "{status}");
 }
+
+/// `corral run` with the `bpf` backend and `load_scheduler = false`, but no `corral sched`
+/// attached: the maps are written, nothing enforces them, and the run says so and fails rather
+/// than presenting unenforced placement figures as a success.
+#[test]
+fn run_without_an_attached_scheduler_warns_and_fails() {
+    require_guest();
+    assert_eq!(
+        std::fs::read_to_string("/sys/kernel/sched_ext/state")
+            .unwrap()
+            .trim(),
+        "disabled"
+    );
+    let dir = std::env::temp_dir().join("corral-vm-cli-noscx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("run.toml");
+    std::fs::write(
+        &config,
+        "[[groups]]\nname = \"g\"\ncpus = \"0-1\"\n\
+         [placement]\npolicy = \"pinned\"\ndefault_group = \"g\"\n\
+         [containers]\nbackend = \"local\"\ncgroup_parent = \"/sys/fs/cgroup/corral-vm-noscx\"\n\
+         [enforcement]\nbackend = \"bpf\"\nload_scheduler = false\npin_dir = \"/sys/fs/bpf/corral-vm-noscx\"\n\
+         [monitor]\nenabled = false\n\
+         [[workload]]\nfunction = \"f\"\nkind = \"spin\"\ncpu_ms = 5\nconcurrency = 1\nduration_s = 2\n",
+    )
+    .unwrap();
+    let out = corral(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--progress",
+        "none",
+    ]);
+    let msg = text(&out);
+    let _ = corral_bpf::PinnedMaps::remove_pins("/sys/fs/bpf/corral-vm-noscx");
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("WARNING: the maps were written but no sched_ext scheduler is attached"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("placement was not enforced throughout"),
+        "{msg}"
+    );
+    assert!(
+        !std::path::Path::new("/sys/fs/cgroup/corral-vm-noscx").exists(),
+        "containers left behind"
+    );
+}

@@ -95,6 +95,11 @@ pub struct RunReport {
     pub enforcement_backend: String,
     /// Why sched_ext was not used, when it was not.
     pub sched_ext_unavailable: Vec<String>,
+    /// The runtime's scheduler at the end of the run: state, attaches, exits, last exit/error.
+    pub scheduler: String,
+    /// Set when the `bpf` backend wrote the maps but the scheduler was not running throughout
+    /// (it failed to attach or exited): the placement figures then describe no enforcement.
+    pub scheduler_warning: Option<String>,
     /// Wall time of the load, drain included, in seconds.
     pub wall_s: f64,
     /// The highest number of invocations in flight at once.
@@ -168,6 +173,12 @@ impl RunReport {
         );
         for why in &self.sched_ext_unavailable {
             println!("  sched_ext not used: {why}");
+        }
+        if !self.scheduler.is_empty() {
+            println!("  scheduler: {}", self.scheduler);
+        }
+        if let Some(warning) = &self.scheduler_warning {
+            println!("  WARNING: {warning}");
         }
         println!();
         println!("functions                                       p50/p99");

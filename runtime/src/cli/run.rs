@@ -129,6 +129,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         eprintln!("corral run: no invocation completed");
         return Ok(1);
     }
+    if let Some(warning) = &report.scheduler_warning {
+        eprintln!("corral run: placement was not enforced throughout: {warning}");
+        return Ok(1);
+    }
     if !report.placement_clean() {
         eprintln!(
             "corral run: threads ran outside their group (see violations and samples outside)"
@@ -320,6 +324,8 @@ async fn drive(
         config: config.path.display().to_string(),
         enforcement_backend: stats.enforcement_backend.to_string(),
         sched_ext_unavailable: stats.sched_ext_unavailable.clone(),
+        scheduler: describe_scheduler(&stats.scheduler),
+        scheduler_warning: scheduler_warning(&stats),
         wall_s: wall.as_secs_f64(),
         max_in_flight: stats.max_in_flight,
         ..RunReport::default()
@@ -381,6 +387,53 @@ async fn drive(
         report.groups.push(group);
     }
     Ok(report)
+}
+
+fn describe_scheduler(s: &corral_actors::bpf_loader::SchedulerStatus) -> String {
+    use corral_actors::bpf_loader::SchedulerState;
+    if matches!(
+        s.state,
+        SchedulerState::NotConfigured | SchedulerState::Unsupported { .. }
+    ) {
+        return String::new();
+    }
+    let mut text = format!(
+        "{:?}, {} attach(es), {} exit(s)",
+        s.state, s.attaches, s.exits
+    );
+    if let Some(exit) = &s.last_exit {
+        text.push_str(&format!("; last exit: {exit}"));
+    }
+    if let Some(err) = &s.last_error {
+        text.push_str(&format!("; last attach error: {err}"));
+    }
+    text
+}
+
+/// A warning when the `bpf` backend committed enforcements that no running scheduler enforced.
+fn scheduler_warning(stats: &corral::StatsSnapshot) -> Option<String> {
+    use corral_actors::bpf_loader::SchedulerState;
+    if stats.enforcement_backend != "bpf" {
+        return None;
+    }
+    let s = &stats.scheduler;
+    match s.state {
+        // load_scheduler = false: an operator's `corral sched` should be attached.
+        SchedulerState::NotConfigured => {
+            let state = std::fs::read_to_string("/sys/kernel/sched_ext/state").unwrap_or_default();
+            (state.trim() != "enabled").then(|| {
+                "the maps were written but no sched_ext scheduler is attached (start `corral sched`, \
+                 or set enforcement.load_scheduler = true)"
+                    .to_string()
+            })
+        }
+        SchedulerState::Running if s.exits == 0 => None,
+        _ => Some(format!(
+            "the scheduler was not running throughout ({:?}, {} exit(s)); enforcements made while \
+             it was down were written to the maps but not enforced",
+            s.state, s.exits
+        )),
+    }
 }
 
 /// What one load task needs.
