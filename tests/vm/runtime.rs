@@ -28,6 +28,27 @@ fn field<'a>(output: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{key}` line in the function's output:\n{output}"))
 }
 
+/// Checks a `corral-spin --report` result: it ran with scheduling `policy` (0 fair, 7
+/// SCHED_EXT) and only on its group's CPU (`fa` on 0, `fb` on 1). Returns that CPU.
+fn assert_ran_in_group(r: &corral::InvocationResult, policy: &str) -> &'static str {
+    let out = String::from_utf8_lossy(&r.output);
+    let cpu = if r.function == "fa" { "0" } else { "1" };
+    assert_eq!(
+        field(&out, "policy="),
+        policy,
+        "{} ran with the wrong policy:\n{out}",
+        r.function
+    );
+    assert_eq!(
+        field(&out, "cpus-seen="),
+        cpu,
+        "{} ran outside group {} (CPU {cpu}):\n{out}",
+        r.function,
+        r.group_name
+    );
+    cpu
+}
+
 /// Starts `n` invocations at once, alternating `fa` and `fb`.
 fn invoke_alternately(
     runtime: &corral::RuntimeHandle,
@@ -96,19 +117,7 @@ fn runtime_confines_functions_with_cgroup_v2_cpuset_without_a_scheduler() {
         let calls = invoke_alternately(&runtime, 6);
         for call in calls {
             let r = call.await.unwrap().expect("invocation");
-            let out = String::from_utf8_lossy(&r.output).into_owned();
-            let cpu = if r.function == "fa" { "0" } else { "1" };
-            assert_eq!(
-                field(&out, "policy="),
-                "0",
-                "cpuset must not switch the class:\n{out}"
-            );
-            assert_eq!(
-                field(&out, "cpus-seen="),
-                cpu,
-                "{} ran outside CPU {cpu}:\n{out}",
-                r.function
-            );
+            let cpu = assert_ran_in_group(&r, "0");
             let cpuset = parent.join(&r.container).join("cpuset.cpus");
             let written = std::fs::read_to_string(&cpuset).unwrap_or_else(|e| {
                 panic!(
@@ -163,20 +172,7 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
         let mut starts = Vec::new();
         for call in calls {
             let r = call.await.unwrap().expect("invocation");
-            let out = String::from_utf8_lossy(&r.output).into_owned();
-            let cpu = if r.function == "fa" { "0" } else { "1" };
-            assert_eq!(
-                field(&out, "policy="),
-                "7",
-                "the function must run under SCHED_EXT:\n{out}"
-            );
-            assert_eq!(
-                field(&out, "cpus-seen="),
-                cpu,
-                "{} ran outside group {} (CPU {cpu}):\n{out}",
-                r.function,
-                r.group_name
-            );
+            assert_ran_in_group(&r, "7");
             starts.push(r.start);
         }
         assert!(starts.contains(&StartKind::Cold));
