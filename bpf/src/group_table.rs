@@ -12,8 +12,8 @@ use std::sync::Arc;
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf_intf::{
-    corral_consts_CORRAL_CPUMASK_WORDS, corral_consts_CORRAL_MAX_CPUS,
-    corral_consts_CORRAL_MAX_GROUPS, corral_group, corral_order_CORRAL_ORDER_FIFO,
+    corral_consts_CORRAL_CPUMASK_WORDS, corral_consts_CORRAL_HOST_GROUP,
+    corral_consts_CORRAL_MAX_CPUS, corral_consts_CORRAL_MAX_GROUPS, corral_group, corral_order_CORRAL_ORDER_FIFO,
     corral_order_CORRAL_ORDER_VTIME,
 };
 use crate::cpus::{online_cpus, possible_cpus};
@@ -101,6 +101,11 @@ pub struct GroupTable {
     shared: Arc<Shared>,
 }
 
+/// The host group's slot in the group table and the statistics map (`CORRAL_HOST_GROUP`): the
+/// group of every task whose cgroup has no mapping. Publish it with [`GroupTable::publish_host`];
+/// while the slot is empty the scheduler lets host tasks run on every CPU.
+pub const HOST_GROUP: GroupId = corral_consts_CORRAL_HOST_GROUP;
+
 fn check_group(group: GroupId) -> Result<()> {
     if group >= corral_consts_CORRAL_MAX_GROUPS {
         return Err(Error::GroupOutOfRange {
@@ -116,9 +121,9 @@ impl GroupTable {
         GroupTable { shared }
     }
 
-    /// Number of group slots (`CORRAL_MAX_GROUPS`).
+    /// Number of group slots (`CORRAL_MAX_GROUPS`; the host group's slot comes on top).
     pub fn capacity(&self) -> u32 {
-        self.shared.groups.max_entries()
+        corral_consts_CORRAL_MAX_GROUPS
     }
 
     /// Checks `spec` for group `group` against the table and this machine's CPUs, writing
@@ -126,6 +131,10 @@ impl GroupTable {
     /// online, slice > 0.
     pub fn validate(group: GroupId, spec: &GroupSpec) -> Result<()> {
         check_group(group)?;
+        Self::validate_slot(group, spec)
+    }
+
+    fn validate_slot(group: GroupId, spec: &GroupSpec) -> Result<()> {
         if spec.cpus.is_empty() {
             return Err(Error::EmptyCpuMask { group });
         }
@@ -164,6 +173,29 @@ impl GroupTable {
     /// attached scheduler rebuild the group's cpumask and bumps the global generation.
     pub fn publish(&self, group: GroupId, spec: &GroupSpec) -> Result<Publication> {
         Self::validate(group, spec)?;
+        self.write_spec(group, spec)
+    }
+
+    /// Validates and publishes the host group: the CPUs that run tasks of unmapped cgroups
+    /// (the worker, system daemons, kernel threads not bound to a CPU) and their time slice.
+    /// Its queue is always in weighted vtime order and never lends; `order` and `borrow` of
+    /// `spec` are ignored.
+    pub fn publish_host(&self, spec: &GroupSpec) -> Result<Publication> {
+        Self::validate_slot(HOST_GROUP, spec)?;
+        self.write_spec(HOST_GROUP, spec)
+    }
+
+    /// Empties the host slot: host tasks may then run on every CPU.
+    pub fn delete_host(&self) -> Result<Publication> {
+        self.write(HOST_GROUP, raw::zeroed())
+    }
+
+    /// The published host group, `None` when the slot is empty (host tasks run anywhere).
+    pub fn host(&self) -> Result<Option<PublishedGroup>> {
+        self.get_slot(HOST_GROUP)
+    }
+
+    fn write_spec(&self, group: GroupId, spec: &GroupSpec) -> Result<Publication> {
         let cpus: BTreeSet<u32> = spec.cpus.iter().copied().collect();
         let mut entry: corral_group = raw::zeroed();
         for &cpu in &cpus {
@@ -212,6 +244,10 @@ impl GroupTable {
     /// The group in slot `group`, or `None` when the slot is empty.
     pub fn get(&self, group: GroupId) -> Result<Option<PublishedGroup>> {
         check_group(group)?;
+        self.get_slot(group)
+    }
+
+    fn get_slot(&self, group: GroupId) -> Result<Option<PublishedGroup>> {
         let entry = self.read_raw(group)?;
         if entry.nr_cpus == 0 {
             return Ok(None);
@@ -257,6 +293,6 @@ impl GroupTable {
     /// scheduler is attached.
     pub fn rebuild_all(&self) -> Result<Option<BuildReport>> {
         self.shared
-            .rebuild_groups(0, corral_consts_CORRAL_MAX_GROUPS)
+            .rebuild_groups(0, corral_consts_CORRAL_MAX_GROUPS + 1)
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! A CPU group is a set of CPUs plus a time slice, an order (FIFO or vtime) and a borrow flag.
 //! The control plane publishes groups in the group table and maps cgroups to groups in the
-//! cgroup map; the scheduler places every `SCHED_EXT` task of a mapped cgroup (or of a
-//! descendant) on its group's CPUs. The maps are pinned (default [`DEFAULT_PIN_DIR`]) and outlive
+//! cgroup map; the scheduler places every task of a mapped cgroup (or of a descendant) on its
+//! group's CPUs, and every other task on the host group's CPUs ([`HOST_GROUP`]). That is full
+//! switch, the default; partial mode ([`SchedMode::Partial`]) schedules only `SCHED_EXT` tasks. The maps are pinned (default [`DEFAULT_PIN_DIR`]) and outlive
 //! the scheduler: they can be created on a host without sched_ext, filled before the scheduler
 //! loads, and they survive a restart. `docs/maps.md` describes the layout and what is atomic.
 //!
@@ -53,6 +54,7 @@
 //! - [`cgroup`]: cgroup path → id, and switching a cgroup's threads to `SCHED_EXT` and back.
 //! - [`cpus`]: the machine's possible and online CPUs.
 //! - [`scheduler`]: [`Scheduler`], open → configure → load → attach, exit information.
+//! - `joiners`: partial mode's switch of tasks that join a mapped cgroup later (private).
 //! - `raw`: byte views of the `intf.h` structs (private).
 //! - [`bpf_intf`], [`bpf_skel`], [`maps_skel`]: bindings generated at build time from
 //!   `src/bpf/intf.h`, `src/bpf/main.bpf.c` (the scheduler) and `src/bpf/maps.bpf.c` (maps only).
@@ -64,6 +66,7 @@ pub mod cgroup_map;
 pub mod cpus;
 pub mod error;
 pub mod group_table;
+mod joiners;
 pub mod maps_skel;
 pub mod pinned;
 mod raw;
@@ -86,10 +89,12 @@ pub use cgroup::{
 };
 pub use cgroup_map::{CgroupEntry, CgroupFlags, CgroupMap};
 pub use error::{Error, Result};
-pub use group_table::{GroupOrder, GroupSpec, GroupTable, Publication, PublishedGroup};
+pub use group_table::{
+    GroupOrder, GroupSpec, GroupTable, Publication, PublishedGroup, HOST_GROUP,
+};
 pub use pinned::{BuildReport, PinnedMaps, DEFAULT_PIN_DIR, LAYOUT_VERSION};
 pub use scheduler::{
-    check_sched_ext_support, sched_ext_state, ExitInfo, ExitKind, SchedExtState, Scheduler,
-    SchedulerConfig,
+    check_sched_ext_support, sched_ext_state, ExitInfo, ExitKind, SchedExtState, SchedMode,
+    Scheduler, SchedulerConfig,
 };
 pub use stats::{GroupStats, SchedStats, LAT_BUCKETS};

@@ -17,7 +17,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 use crate::bpf_intf::{
     corral_build_args, corral_consts_CORRAL_LAT_BUCKETS, corral_consts_CORRAL_LAYOUT_VERSION,
     corral_consts_CORRAL_MAX_CGROUPS, corral_consts_CORRAL_MAX_CPUS,
-    corral_consts_CORRAL_MAX_GROUPS, corral_consts_CORRAL_NR_STATS, corral_group,
+    corral_consts_CORRAL_MAX_GROUPS, corral_consts_CORRAL_NR_GROUP_SLOTS,
+    corral_consts_CORRAL_NR_STATS, corral_group,
     corral_group_stats, corral_layout,
 };
 use crate::cgroup_map::CgroupMap;
@@ -76,7 +77,7 @@ fn shapes() -> [MapShape; 4] {
             ty: MapType::Array,
             key_size: 4,
             value_size: size_of::<corral_group>() as u32,
-            max_entries: corral_consts_CORRAL_MAX_GROUPS,
+            max_entries: corral_consts_CORRAL_NR_GROUP_SLOTS,
         },
         MapShape {
             name: STATS_MAP,

@@ -5,7 +5,7 @@
 //! as bytes reads no uninitialised memory and any byte pattern is a valid value.
 
 use crate::bpf_intf::{
-    corral_build_args, corral_cgroup, corral_group, corral_group_stats, corral_layout,
+    corral_build_args, corral_cgroup, corral_group, corral_group_stats, corral_joiner, corral_layout,
 };
 
 /// A plain-old-data struct shared with BPF; see the module documentation.
@@ -21,6 +21,8 @@ unsafe impl Plain for corral_cgroup {}
 unsafe impl Plain for corral_group {}
 unsafe impl Plain for corral_group_stats {}
 unsafe impl Plain for corral_build_args {}
+// SAFETY: integers only.
+unsafe impl Plain for corral_joiner {}
 unsafe impl Plain for u32 {}
 unsafe impl Plain for u64 {}
 
@@ -29,7 +31,8 @@ const _: () = {
     assert!(size_of::<corral_layout>() == 6 * 4 + 8);
     assert!(size_of::<corral_cgroup>() == 2 * 4);
     assert!(size_of::<corral_group>() == 8 * 8 + 4 + 4 + 8 + 4 + 4 + 8);
-    assert!(size_of::<corral_group_stats>() == (8 + 32) * 8);
+    assert!(size_of::<corral_group_stats>() == (13 + 32) * 8);
+    assert!(size_of::<corral_joiner>() == 4 * 4 + 8);
     assert!(size_of::<corral_build_args>() == 4 * 4);
 };
 

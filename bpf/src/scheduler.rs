@@ -17,34 +17,80 @@ use std::time::{Duration, Instant};
 use libbpf_rs::{Link, OpenObject};
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open};
 
-use crate::bpf_intf::corral_consts_CORRAL_MAX_GROUPS;
+use crate::bpf_intf::{
+    corral_consts_CORRAL_NR_GROUP_SLOTS, corral_mode_CORRAL_MODE_FULL,
+    corral_mode_CORRAL_MODE_PARTIAL,
+};
+use crate::joiners::JoinerWatch;
 use crate::bpf_skel::{BpfSkel, BpfSkelBuilder, OpenBpfSkel};
 use crate::error::{Error, Result};
 use crate::pinned::{run_build_masks, BuildReport, PinnedMaps, BUILD_PROG, DEFAULT_PIN_DIR};
 
 const SCHED_EXT_DIR: &str = "/sys/kernel/sched_ext";
 
+/// `SCX_OPS_SWITCH_PARTIAL` (the kernel's `enum scx_ops_flags`).
+const SCX_OPS_SWITCH_PARTIAL: u64 = 1 << 3;
+
 /// How often [`Scheduler::wait_for_exit`] looks at the exit information.
 const EXIT_POLL: Duration = Duration::from_millis(10);
+
+/// Which tasks the scheduler takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchedMode {
+    /// Every task on the machine; tasks of unmapped cgroups belong to the host group. A task is
+    /// placed by its cgroup at every enqueue, whenever it joined it.
+    #[default]
+    Full,
+    /// Only `SCHED_EXT` tasks (`SCX_OPS_SWITCH_PARTIAL`); the fair class outranks them. The
+    /// control plane switches mapped cgroups' threads, and the scheduler reports tasks that join
+    /// a mapped cgroup later, which [`Scheduler`] switches.
+    Partial,
+}
+
+impl SchedMode {
+    fn to_raw(self) -> u32 {
+        match self {
+            SchedMode::Full => corral_mode_CORRAL_MODE_FULL,
+            SchedMode::Partial => corral_mode_CORRAL_MODE_PARTIAL,
+        }
+    }
+}
+
+impl fmt::Display for SchedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SchedMode::Full => "full",
+            SchedMode::Partial => "partial",
+        })
+    }
+}
 
 /// Settings applied between open and load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
     /// Where the maps are pinned (created there if missing).
     pub pin_dir: PathBuf,
-    /// Time slice of tasks without a usable mapping, in ns.
-    pub fallback_slice_ns: u64,
-    /// After this long without service, a CPU serves the fallback queue before its own groups,
-    /// in ns. Bounds how long unmapped tasks wait on fully loaded CPUs.
-    pub fallback_starve_ns: u64,
+    /// Full switch (default) or partial.
+    pub mode: SchedMode,
+    /// Time slice of host-group tasks when the host slot gives none, in ns.
+    pub host_slice_ns: u64,
+    /// On a CPU shared by a group and the host group (and for a CPU's affinity overrides):
+    /// once a task waited this long, the CPU serves it before its groups, in ns.
+    pub host_starve_ns: u64,
+    /// A task left this long in a queue that no CPU it may use serves (after a layout change
+    /// or hotplug) is run by any CPU it may use, in ns. Must stay well below the kernel's 10 s
+    /// watchdog.
+    pub rescue_after_ns: u64,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
-            fallback_slice_ns: 5_000_000,
-            fallback_starve_ns: 20_000_000,
+            mode: SchedMode::Full,
+            host_slice_ns: 5_000_000,
+            host_starve_ns: 20_000_000,
+            rescue_after_ns: 1_000_000_000,
         }
     }
 }
@@ -207,6 +253,9 @@ pub struct Scheduler {
     prog_pin: PathBuf,
     /// Whether `prog_pin` is this scheduler's pin (never remove another instance's).
     prog_pinned: bool,
+    mode: SchedMode,
+    /// Partial mode: switches tasks that join a mapped cgroup to `SCHED_EXT`.
+    joiners: Option<JoinerWatch>,
 }
 
 // SAFETY: the libbpf object, its maps and programs have no thread affinity; Scheduler hands out
@@ -253,8 +302,13 @@ impl Scheduler {
             prog_pin: config.pin_dir.join(BUILD_PROG),
             prog_pinned: false,
             maps,
+            mode: config.mode,
+            joiners: None,
         };
         sched.attach()?;
+        if config.mode == SchedMode::Partial {
+            sched.joiners = Some(JoinerWatch::start(&sched.skel.maps.corral_joiners)?);
+        }
         Ok(sched)
     }
 
@@ -283,9 +337,17 @@ impl Scheduler {
                 stage: "configure",
                 source: "the skeleton has no .rodata".into(),
             })?;
-        rodata.fallback_slice_ns = config.fallback_slice_ns;
-        rodata.fallback_starve_ns = config.fallback_starve_ns;
+        rodata.mode = config.mode.to_raw();
+        rodata.host_slice_ns = config.host_slice_ns;
+        rodata.host_starve_ns = config.host_starve_ns;
+        rodata.rescue_after_ns = config.rescue_after_ns;
         rodata.nr_possible_cpus = cpus as u32;
+        let partial = config.mode == SchedMode::Partial;
+        if partial {
+            open.struct_ops.corral_ops_mut().flags |= SCX_OPS_SWITCH_PARTIAL;
+        }
+        // The joiner report serves partial mode only; full switch places joiners by itself.
+        open.progs.corral_cgroup_attach.set_autoload(partial);
 
         let shared = maps.shared();
         let reuse = libbpf_stage("configure");
@@ -338,6 +400,26 @@ impl Scheduler {
         &self.maps
     }
 
+    /// The mode it was loaded in.
+    pub fn mode(&self) -> SchedMode {
+        self.mode
+    }
+
+    /// Partial mode: tasks that joined a mapped cgroup and were switched to `SCHED_EXT` so far.
+    pub fn joiners_switched(&self) -> u64 {
+        self.joiners.as_ref().map_or(0, JoinerWatch::switched)
+    }
+
+    /// CPU hotplug events (online and offline) the scheduler went through while attached.
+    pub fn hotplug_events(&self) -> u64 {
+        self.skel
+            .maps
+            .bss_data
+            .as_ref()
+            // SAFETY: the mmap'ed .bss the BPF program updates atomically; a volatile read.
+            .map_or(0, |bss| unsafe { std::ptr::read_volatile(&bss.nr_hotplug_events) })
+    }
+
     /// Rebuilds every group's cpumask from the group table (what a publish does for one group).
     pub fn rebuild_groups(&self) -> Result<BuildReport> {
         let prog = &self.skel.progs.corral_build_masks;
@@ -345,7 +427,7 @@ impl Scheduler {
             prog.as_fd(),
             &self.prog_pin,
             0,
-            corral_consts_CORRAL_MAX_GROUPS,
+            corral_consts_CORRAL_NR_GROUP_SLOTS,
         )
     }
 
@@ -401,6 +483,17 @@ impl Scheduler {
         }
     }
 
+    /// Debug knob: makes CPUs outside `group` run its queued tasks as if it lent them, without
+    /// counting them as borrowed, so that the scheduler's violation count moves on purpose
+    /// (`None` turns it off). For the test that proves violations are counted.
+    pub fn set_stray_group(&mut self, group: Option<u32>) {
+        if let Some(bss) = self.skel.maps.bss_data.as_mut() {
+            let value = group.map_or(0, |g| g + 1);
+            // SAFETY: as in force_error.
+            unsafe { std::ptr::write_volatile(&mut bss.debug_stray_group, value) };
+        }
+    }
+
     /// Detaches the scheduler now and returns the exit information the kernel recorded.
     pub fn detach(&mut self) -> Option<ExitInfo> {
         self.detach_inner();
@@ -408,6 +501,7 @@ impl Scheduler {
     }
 
     fn detach_inner(&mut self) {
+        self.joiners = None;
         if let Some(link) = self.link.take() {
             drop(link);
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf_intf::{
-    corral_consts_CORRAL_FALLBACK_STATS, corral_consts_CORRAL_LAT_BUCKETS,
+    corral_consts_CORRAL_HOST_GROUP, corral_consts_CORRAL_LAT_BUCKETS,
     corral_consts_CORRAL_MAX_GROUPS, corral_group_stats,
 };
 use crate::error::{Error, Result};
@@ -36,9 +36,22 @@ pub struct GroupStats {
     pub lat_sum_ns: u64,
     /// Runs outside the group's CPUs that its borrow flag allowed.
     pub borrowed_runs: u64,
-    /// Runs the scheduler placed outside the group's CPUs that nothing allowed (see
-    /// `docs/maps.md`: runs the kernel resumes without asking the scheduler are not judged).
+    /// Runs outside the group's CPUs that nothing allowed (not borrowing, not an affinity
+    /// override, not a rescue), judged when the task starts running, whoever placed it.
     pub violations: u64,
+    /// Runs outside the group's CPUs because the task's allowed CPUs (taskset,
+    /// `sched_setaffinity`, migration disabled) miss the group's online CPUs.
+    pub affinity_overrides: u64,
+    /// Runs of tasks taken from a queue that no CPU they may use was serving (after a layout
+    /// change or CPU hotplug) once they had waited the rescue bound.
+    pub rescued: u64,
+    /// Times a higher scheduling class (fair in partial mode; RT, deadline) took a CPU of the
+    /// group.
+    pub displaced: u64,
+    /// Time the group's CPUs spent taken by a higher class, in ns.
+    pub displaced_ns: u64,
+    /// Longest run-queue latency recorded, in ns (the maximum over CPUs when summed).
+    pub lat_max_ns: u64,
     /// Run-queue latency histogram: bucket `i` counts latencies in `[2^i, 2^(i+1))` ns (bucket 0
     /// also counts 0 ns, the last bucket everything above).
     pub lat_hist: [u64; LAT_BUCKETS],
@@ -61,6 +74,11 @@ impl GroupStats {
             lat_sum_ns: s.lat_sum_ns,
             borrowed_runs: s.borrowed_runs,
             violations: s.violations,
+            affinity_overrides: s.affinity_overrides,
+            rescued: s.rescued,
+            displaced: s.displaced,
+            displaced_ns: s.displaced_ns,
+            lat_max_ns: s.lat_max_ns,
             lat_hist: s.lat_hist,
         }
     }
@@ -74,6 +92,11 @@ impl GroupStats {
         self.lat_sum_ns += o.lat_sum_ns;
         self.borrowed_runs += o.borrowed_runs;
         self.violations += o.violations;
+        self.affinity_overrides += o.affinity_overrides;
+        self.rescued += o.rescued;
+        self.displaced += o.displaced;
+        self.displaced_ns += o.displaced_ns;
+        self.lat_max_ns = self.lat_max_ns.max(o.lat_max_ns);
         for (a, b) in self.lat_hist.iter_mut().zip(o.lat_hist.iter()) {
             *a += b;
         }
@@ -164,10 +187,10 @@ impl SchedStats {
         self.per_cpu_at(Self::index(group)?)
     }
 
-    /// Statistics of tasks without a usable mapping (the fallback queue), summed over CPUs.
-    pub fn read_fallback(&self) -> Result<GroupStats> {
+    /// Statistics of the host group (tasks without a usable mapping), summed over CPUs.
+    pub fn read_host(&self) -> Result<GroupStats> {
         Ok(Self::sum(
-            &self.per_cpu_at(corral_consts_CORRAL_FALLBACK_STATS)?,
+            &self.per_cpu_at(corral_consts_CORRAL_HOST_GROUP)?,
         ))
     }
 
@@ -178,8 +201,8 @@ impl SchedStats {
     }
 
     /// Zeroes the fallback counters on every CPU (see [`SchedStats::reset`]).
-    pub fn reset_fallback(&self) -> Result<()> {
-        self.reset_at(corral_consts_CORRAL_FALLBACK_STATS)
+    pub fn reset_host(&self) -> Result<()> {
+        self.reset_at(corral_consts_CORRAL_HOST_GROUP)
     }
 
     fn reset_at(&self, index: u32) -> Result<()> {

@@ -24,7 +24,7 @@ typedef long long s64;
 /* Sizes and identifiers shared by the maps and the scheduler. */
 enum corral_consts {
 	/* Layout of the pinned maps; stored in the layout map and checked on every open. */
-	CORRAL_LAYOUT_VERSION = 1,
+	CORRAL_LAYOUT_VERSION = 2,
 	/* Number of CPU groups: group ids are 0 .. CORRAL_MAX_GROUPS - 1. */
 	CORRAL_MAX_GROUPS = 64,
 	/* Highest CPU count a group bitmap can describe. */
@@ -37,16 +37,42 @@ enum corral_consts {
 	CORRAL_LAT_BUCKETS = 32,
 	/* Ancestors walked above a task's cgroup when looking for a mapping. */
 	CORRAL_MAX_CGROUP_DEPTH = 16,
-	/* Index of the fallback (unmapped tasks) entry in the statistics map. */
-	CORRAL_FALLBACK_STATS = 64, /* == CORRAL_MAX_GROUPS */
-	/* Entries in the statistics map: one per group plus the fallback entry. */
+	/*
+	 * Slot of the host group in the group table and the statistics map: the
+	 * group of every task whose cgroup has no mapping (the worker, system
+	 * daemons, kernel threads). == CORRAL_MAX_GROUPS.
+	 */
+	CORRAL_HOST_GROUP = 64,
+	/* Entries in the group table: one per group plus the host group. */
+	CORRAL_NR_GROUP_SLOTS = 65,
+	/* Entries in the statistics map: one per group plus the host group. */
 	CORRAL_NR_STATS = 65,
 	/* DSQ id of group g's FIFO queue is CORRAL_DSQ_FIFO_BASE + g. */
 	CORRAL_DSQ_FIFO_BASE = 0,
 	/* DSQ id of group g's vtime queue is CORRAL_DSQ_VTIME_BASE + g. */
 	CORRAL_DSQ_VTIME_BASE = 64,
-	/* DSQ id of the fallback queue that every CPU serves. */
-	CORRAL_DSQ_FALLBACK = 128,
+	/* DSQ id of the host group's (vtime) queue, served by the host group's CPUs. */
+	CORRAL_DSQ_HOST = 128,
+	/*
+	 * DSQ id of CPU c's override queue is CORRAL_DSQ_CPU_BASE + c: tasks
+	 * whose allowed CPUs miss their group's, queued on a CPU they may use.
+	 */
+	CORRAL_DSQ_CPU_BASE = 256,
+};
+
+/* How the scheduler takes tasks (rodata `mode`, chosen when it is loaded). */
+enum corral_mode {
+	/*
+	 * Full switch: every task on the machine is scheduled here; unmapped
+	 * tasks belong to the host group. The default.
+	 */
+	CORRAL_MODE_FULL = 0,
+	/*
+	 * SCX_OPS_SWITCH_PARTIAL: only SCHED_EXT tasks are scheduled here; every
+	 * fair-class task outranks them. The control plane switches mapped
+	 * cgroups' threads to SCHED_EXT.
+	 */
+	CORRAL_MODE_PARTIAL = 1,
 };
 
 /* How a group's DSQ orders its tasks (struct corral_group.order). */
@@ -69,7 +95,7 @@ enum corral_cgroup_flags {
 /*
  *   corral_layout   ARRAY[1]                    u32 -> struct corral_layout
  *   corral_cgroups  HASH[CORRAL_MAX_CGROUPS]    u64 -> struct corral_cgroup
- *   corral_groups   ARRAY[CORRAL_MAX_GROUPS]    u32 -> struct corral_group
+ *   corral_groups   ARRAY[CORRAL_NR_GROUP_SLOTS] u32 -> struct corral_group (slot 64: host)
  *   corral_stats    PERCPU_ARRAY[CORRAL_NR_STATS] u32 -> struct corral_group_stats
  *   corral_build_masks  SEC("syscall") program, pinned while a scheduler is attached
  */
@@ -126,7 +152,7 @@ struct corral_group {
 	u64 generation;
 };
 
-/* Per-CPU, per-group statistics (one PERCPU_ARRAY entry per group, plus the fallback). */
+/* Per-CPU, per-group statistics (one PERCPU_ARRAY entry per group, plus the host group). */
 struct corral_group_stats {
 	/* Tasks queued for the group: inserted into its DSQ or straight into a local DSQ. */
 	u64 enqueues;
@@ -143,18 +169,56 @@ struct corral_group_stats {
 	/* Runs on a CPU outside the group's mask that borrowing allowed. */
 	u64 borrowed_runs;
 	/*
-	 * Runs the scheduler placed on a CPU outside the group's mask that
-	 * nothing allowed (should stay 0). Runs the kernel resumes without
-	 * asking the scheduler (a running task that enters sched_ext or changes
-	 * cgroup continues where it is) are not judged; enqueue preempts them.
+	 * Runs of the group's tasks on a CPU outside its mask that nothing
+	 * allowed (not borrowing, not an affinity override, not a rescue),
+	 * judged in ops.running whoever placed the task. Should stay 0.
 	 */
 	u64 violations;
+	/*
+	 * Runs outside the group's mask because the task's allowed CPUs
+	 * (taskset, sched_setaffinity, migration disabled, per-CPU kernel
+	 * threads) miss the group's online CPUs: it ran where it was allowed.
+	 */
+	u64 affinity_overrides;
+	/*
+	 * Runs of tasks that waited longer than the rescue bound in a queue no
+	 * CPU they may use was serving (a layout change or CPU hotplug left
+	 * them behind) and were taken by any CPU they may use.
+	 */
+	u64 rescued;
+	/*
+	 * Times a higher scheduling class (fair in partial mode, RT or deadline
+	 * in either mode) took one of the group's CPUs (ops.cpu_release).
+	 */
+	u64 displaced;
+	/* Time the group's CPUs spent taken by a higher class, in ns. */
+	u64 displaced_ns;
+	/* Longest run-queue latency recorded, in ns. */
+	u64 lat_max_ns;
 	/*
 	 * Run-queue latency (queued -> running) histogram: bucket i counts
 	 * latencies in [2^i, 2^(i+1)) ns, bucket 0 also counts 0 ns, and the
 	 * last bucket counts everything above.
 	 */
 	u64 lat_hist[CORRAL_LAT_BUCKETS];
+};
+
+/*
+ * Event of the corral_joiners ring buffer (partial mode only): task @pid
+ * joined cgroup @cgid, which is mapped, without being a SCHED_EXT task. User
+ * space switches it (every thread of @tgid when @threadgroup) to SCHED_EXT.
+ */
+struct corral_joiner {
+	/* The task that moved (the thread-group leader for a whole-process move). */
+	u32 pid;
+	/* Its thread group. */
+	u32 tgid;
+	/* The cgroup it joined. */
+	u64 cgid;
+	/* 1: the whole thread group moved (a write to cgroup.procs). */
+	u32 threadgroup;
+	/* Reserved, 0. */
+	u32 reserved;
 };
 
 /* Context of the corral_build_masks SEC("syscall") program, passed through test_run. */

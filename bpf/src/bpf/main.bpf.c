@@ -5,20 +5,41 @@
  * A task's cgroup (its cgroup v2 dfl_cgrp, or the nearest mapped ancestor)
  * decides its group through the pinned cgroup map. Each group owns a set of
  * CPUs, a time slice and an order (FIFO or vtime), and has its own DSQs.
+ * Tasks of unmapped cgroups belong to the host group (slot CORRAL_HOST_GROUP),
+ * whose CPUs user space publishes like any group's, ordered by weighted vtime.
  *
+ * Modes (rodata `mode`, with the matching ops flags set by user space):
+ * - full switch (default): every task on the machine is scheduled here, so a
+ *   task is placed by its cgroup at every enqueue, whenever it joined it;
+ * - partial (SCX_OPS_SWITCH_PARTIAL): only SCHED_EXT tasks are; fair-class
+ *   tasks outrank them. corral_cgroup_attach reports tasks that join a mapped
+ *   cgroup so that user space switches them, and cpu_release re-enqueues the
+ *   tasks a higher class displaced.
+ *
+ * The paths:
  * - select_cpu keeps a task on an idle CPU of its group (the previous CPU
  *   first) and inserts it straight into that CPU's local DSQ;
- * - enqueue puts it on its group's DSQ and kicks an idle CPU of the group;
- * - dispatch serves the groups owning the CPU, then the fallback DSQ, then
- *   groups that allow borrowing;
- * - a task with no usable mapping goes to the fallback DSQ, which every CPU
- *   serves, so nothing stalls.
+ * - enqueue puts it on its group's DSQ and kicks an idle CPU of the group, or
+ *   preempts a guest (a task not of the CPU's group) running on one;
+ * - dispatch serves, in order: overrides and host tasks that waited too long
+ *   on a CPU shared with groups, stuck tasks (rescue), the groups owning the
+ *   CPU, the host queue if the CPU is a host CPU, the CPU's override queue,
+ *   groups that lend to idle CPUs.
+ *
+ * What keeps the kernel from ejecting it:
+ * - no task is moved to a CPU outside p->cpus_ptr: a task whose allowed CPUs
+ *   miss its group's online CPUs (taskset, per-CPU kernel threads) is an
+ *   affinity override and goes to the override DSQ of the CPU it is on, which
+ *   the kernel chose among its allowed CPUs; dispatch skips queued tasks this
+ *   CPU may not run, and migration-disabled tasks of other CPUs;
+ * - cpu_online/cpu_offline are implemented, so hotplug keeps the scheduler;
+ * - nothing waits unbounded: a task that a layout change or hotplug left in a
+ *   queue no CPU it may use serves is rescued after rescue_after_ns, and
+ *   slices shrink when a queue is long.
  *
  * User space publishes groups as plain bitmaps in the pinned group table and
  * then runs corral_build_masks (SEC("syscall"), through test_run), which turns
- * them into the bpf_cpumask kptrs the hot paths use. Only SCHED_EXT tasks are
- * scheduled here (SCX_OPS_SWITCH_PARTIAL); the control plane switches a
- * mapped cgroup's threads to SCHED_EXT.
+ * them into the bpf_cpumask kptrs the hot paths use.
  */
 #include <scx/common.bpf.h>
 
@@ -29,25 +50,47 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-/* Group id of a task without a usable mapping. */
+/* Group of a task not yet queued by this scheduler. */
 #define NO_GROUP ((u32)-1)
 
-/*
- * Time slice of tasks on the fallback DSQ (unmapped tasks). Longer slices
- * mean fewer scheduling events but a longer wait for other fallback tasks.
- */
-const volatile u64 fallback_slice_ns = 5000000ULL;
+/* The SCHED_EXT policy number (include/uapi/linux/sched.h). */
+#define CORRAL_SCHED_EXT 7
+
+/* Queue length from which a group's slice shrinks (slice * SLICE_QUEUE / queued). */
+#define SLICE_QUEUE 8
+
+/* enum corral_mode: CORRAL_MODE_FULL or CORRAL_MODE_PARTIAL; matches the ops flags. */
+const volatile u32 mode = CORRAL_MODE_FULL;
 
 /*
- * Once this long has passed since the last check, a CPU serves the fallback
- * DSQ and the queues of deleted groups before its own groups. Bounds the wait
- * of tasks no CPU owns on fully loaded CPUs (the sched_ext watchdog disables a
- * scheduler that starves a task); smaller values let them intrude on groups'
- * CPUs more often, and cost a scan of the group table more often.
+ * Time slice of host-group tasks when the host slot gives none. Longer slices
+ * mean fewer scheduling events but a longer wait for other host tasks.
  */
-const volatile u64 fallback_starve_ns = 20000000ULL;
+const volatile u64 host_slice_ns = 5000000ULL;
 
-/* Number of possible CPUs, set by user space; bounds the bitmap walk. */
+/*
+ * On a CPU that the host group shares with a group, host tasks run only when
+ * the group has nothing queued; once a host task that may run there has
+ * waited this long, the CPU serves it first. The same bound applies to the
+ * CPU's override queue. Bounds the wait of host tasks and overrides on CPUs
+ * that groups keep busy; smaller values let them intrude on groups more often.
+ */
+const volatile u64 host_starve_ns = 20000000ULL;
+
+/*
+ * A queued task that waited this long while no CPU it may use served its
+ * queue (a group layout change or a CPU going offline left it behind) is
+ * taken by any CPU it may use. Must stay well below the watchdog's 10 s.
+ */
+const volatile u64 rescue_after_ns = 1000000000ULL;
+
+/* How often each CPU looks for such tasks; costs a scan of the queue lengths. */
+const volatile u64 rescue_period_ns = 50000000ULL;
+
+/* Floor of the shrunken slice of a long queue, in ns. */
+const volatile u64 min_slice_ns = 200000ULL;
+
+/* Number of possible CPUs, set by user space; bounds the bitmap walks. */
 const volatile u32 nr_possible_cpus = 1;
 
 /*
@@ -57,8 +100,22 @@ const volatile u32 nr_possible_cpus = 1;
  */
 volatile u32 debug_force_error;
 
-/* Last time (ns) a CPU served the fallback DSQ; see fallback_starve_ns. */
-static u64 fallback_served_at;
+/*
+ * Debug knob, written by user space at run time: when set to group id + 1,
+ * CPUs outside that group also run its queued tasks, without the group
+ * lending them. Makes violations happen on purpose, for the test that proves
+ * they are counted. Costs one load per dispatch.
+ */
+volatile u32 debug_stray_group;
+
+/* Groups that lend queued tasks to idle CPUs outside them (bit g: group g). */
+static u64 lending_groups;
+
+/* CPUs now running a guest (see cpu_ctx.guest); enqueue scans for one only when > 0. */
+static u64 nr_guests;
+
+/* CPU hotplug events seen (cpu_online + cpu_offline), for user space. */
+u64 nr_hotplug_events;
 
 /* What the hot paths know of a group, built by build_group() from the table. */
 struct group_state {
@@ -80,8 +137,18 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, u32);
 	__type(value, struct group_state);
-	__uint(max_entries, CORRAL_MAX_GROUPS);
+	__uint(max_entries, CORRAL_NR_GROUP_SLOTS);
 } group_states SEC(".maps");
+
+/* Why a task was queued where it was (task_ctx.why). */
+enum placement {
+	/* In its group (or, for the host group, on a host CPU). */
+	PLACED_GROUP = 0,
+	/* Its allowed CPUs miss the group's online CPUs: where it may run. */
+	PLACED_OVERRIDE = 1,
+	/* Taken by the rescue scan. */
+	PLACED_RESCUE = 2,
+};
 
 /* Per-task cache of the cgroup -> group resolution and timing. */
 struct task_ctx {
@@ -97,16 +164,10 @@ struct task_ctx {
 	u64 running_at;
 	/* The task's virtual time in its group's vtime DSQ. */
 	u64 vtime;
-	/* Group the task was queued for, NO_GROUP for the fallback DSQ. */
+	/* Group the task was queued for (CORRAL_HOST_GROUP when unmapped), NO_GROUP before. */
 	u32 group;
-	/*
-	 * Non-zero when this scheduler put the task on the CPU it is about to run
-	 * on (a direct insert, or a move from a DSQ in dispatch). Only such runs
-	 * are judged against the group's mask: the kernel also resumes a task
-	 * without asking (a running task that entered sched_ext or changed cgroup
-	 * continues where it was), and enqueue preempts those at once.
-	 */
-	u32 placed;
+	/* enum placement of the last queueing. */
+	u32 why;
 };
 
 struct {
@@ -116,10 +177,24 @@ struct {
 	__type(value, struct task_ctx);
 } task_ctxs SEC(".maps");
 
-/* Per-CPU round-robin start over the groups, so overlapping groups share a CPU. */
+/* Per-CPU state. owners, host and stat_group are rebuilt by corral_build_masks. */
 struct cpu_ctx {
-	/* Next group index dispatch looks at first. */
+	/* Groups whose mask holds this CPU (bit g: group g). */
+	u64 owners;
+	/* When this CPU last scanned for stuck tasks. */
+	u64 rescued_at;
+	/* When this CPU last looked for starved host tasks (shared CPUs only). */
+	u64 host_checked_at;
+	/* When a higher class took this CPU (cpu_release); 0 while it is ours. */
+	u64 released_at;
+	/* Non-zero when the CPU is in the host group's mask. */
+	u32 host;
+	/* Statistics slot that cpu_release charges: the lowest owner, else the host group. */
+	u32 stat_group;
+	/* Next owner group dispatch looks at first, so overlapping groups share the CPU. */
 	u32 rotor;
+	/* Non-zero while the running task is a guest: not of a group owning this CPU. */
+	u32 guest;
 };
 
 struct {
@@ -129,6 +204,12 @@ struct {
 	__uint(max_entries, 1);
 } cpu_ctxs SEC(".maps");
 
+/* Partial mode: tasks that joined a mapped cgroup without being SCHED_EXT (struct corral_joiner). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} corral_joiners SEC(".maps");
+
 static struct task_ctx *task_ctx_get(struct task_struct *p, bool create)
 {
 	return bpf_task_storage_get(&task_ctxs, p, 0,
@@ -137,16 +218,23 @@ static struct task_ctx *task_ctx_get(struct task_struct *p, bool create)
 
 static struct group_state *group_state_get(u32 group)
 {
-	if (group >= CORRAL_MAX_GROUPS)
+	if (group >= CORRAL_NR_GROUP_SLOTS)
 		return NULL;
 	return bpf_map_lookup_elem(&group_states, &group);
 }
 
 static struct corral_group_stats *stats_get(u32 group)
 {
-	u32 idx = group < CORRAL_MAX_GROUPS ? group : CORRAL_FALLBACK_STATS;
+	u32 idx = group < CORRAL_NR_STATS ? group : CORRAL_HOST_GROUP;
 
 	return bpf_map_lookup_elem(&corral_stats, &idx);
+}
+
+static struct cpu_ctx *cpu_ctx_get(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_ctxs, &zero);
 }
 
 static u64 map_generation(void)
@@ -172,67 +260,54 @@ static u32 lat_bucket(u64 v)
 	return b < CORRAL_LAT_BUCKETS ? b : CORRAL_LAT_BUCKETS - 1;
 }
 
-/* The group a mapping entry applies, or NO_GROUP when it has no usable group. */
+/* DSQ of @group's tasks in @order. */
+static u64 group_dsq(u32 group, u32 order)
+{
+	if (group >= CORRAL_MAX_GROUPS)
+		return CORRAL_DSQ_HOST;
+	if (order == CORRAL_ORDER_VTIME)
+		return CORRAL_DSQ_VTIME_BASE + group;
+	return CORRAL_DSQ_FIFO_BASE + group;
+}
+
+/* The group a mapping entry applies, or CORRAL_HOST_GROUP when it has no usable group. */
 static u32 usable_group(struct corral_cgroup *ent)
 {
-	struct group_state *st = group_state_get(ent->group_id);
+	struct group_state *st;
 
+	if (ent->group_id >= CORRAL_MAX_GROUPS)
+		return CORRAL_HOST_GROUP;
+	st = group_state_get(ent->group_id);
 	if (!st || !st->mask)
-		return NO_GROUP;
+		return CORRAL_HOST_GROUP;
 	return ent->group_id;
 }
 
 /*
- * Resolve @p's group: its dfl_cgrp's mapping, or the nearest mapped ancestor's
- * (CORRAL_MAX_CGROUP_DEPTH levels at most). The mapped cgroup is cached in
- * @tctx; the cache is used while the task stays in the same cgroup and the map
- * generation is unchanged, and its entry is looked up on every use, so a
- * single update of that entry takes effect at the task's next enqueue.
+ * The mapping that applies to cgroup @cgrp: its own entry, or the nearest
+ * ancestor's that its descendants inherit (CORRAL_MAX_CGROUP_DEPTH levels at
+ * most). Returns the id of the mapped cgroup, 0 when none applies.
  */
-static u32 resolve_group(struct task_struct *p, struct task_ctx *tctx)
+static u64 find_mapping(struct cgroup *cgrp, struct corral_cgroup **entp)
 {
 	struct corral_cgroup *ent;
-	struct cgroup *dfl;
-	u64 gen = map_generation();
-	u64 cgid;
-	u32 group = NO_GROUP;
+	u64 cgid = cgrp->kn->id;
 	int level, i;
-
-	dfl = p->cgroups->dfl_cgrp;
-	if (!dfl)
-		return NO_GROUP;
-	cgid = dfl->kn->id;
-
-	if (tctx->mapped_cgid && tctx->cgid == cgid && tctx->generation == gen) {
-		ent = bpf_map_lookup_elem(&corral_cgroups, &tctx->mapped_cgid);
-		if (ent && (tctx->mapped_cgid == cgid ||
-			    !(ent->flags & CORRAL_CGROUP_NO_INHERIT))) {
-			group = usable_group(ent);
-			if (group != NO_GROUP)
-				return group;
-		}
-	}
-
-	tctx->cgid = cgid;
-	tctx->generation = gen;
-	tctx->mapped_cgid = 0;
 
 	ent = bpf_map_lookup_elem(&corral_cgroups, &cgid);
 	if (ent) {
-		group = usable_group(ent);
-		if (group != NO_GROUP)
-			tctx->mapped_cgid = cgid;
-		return group;
+		*entp = ent;
+		return cgid;
 	}
 
-	level = dfl->level;
+	level = cgrp->level;
 	bpf_for(i, 1, CORRAL_MAX_CGROUP_DEPTH) {
 		struct cgroup *anc;
 		u64 id;
 
 		if (level - i < 0)
 			break;
-		anc = bpf_cgroup_ancestor(dfl, level - i);
+		anc = bpf_cgroup_ancestor(cgrp, level - i);
 		if (!anc)
 			break;
 		id = anc->kn->id;
@@ -241,22 +316,84 @@ static u32 resolve_group(struct task_struct *p, struct task_ctx *tctx)
 		ent = bpf_map_lookup_elem(&corral_cgroups, &id);
 		if (!ent || (ent->flags & CORRAL_CGROUP_NO_INHERIT))
 			continue;
-		group = usable_group(ent);
-		if (group != NO_GROUP)
-			tctx->mapped_cgid = id;
-		break;
+		*entp = ent;
+		return id;
 	}
-	return group;
+	return 0;
+}
+
+/*
+ * Resolve @p's group from its dfl_cgrp's mapping (see find_mapping), or
+ * CORRAL_HOST_GROUP. The mapped cgroup is cached in @tctx; the cache is used
+ * while the task stays in the same cgroup and the map generation is
+ * unchanged, and its entry is looked up on every use, so a single update of
+ * that entry takes effect at the task's next enqueue.
+ */
+static u32 resolve_group(struct task_struct *p, struct task_ctx *tctx)
+{
+	struct corral_cgroup *ent = NULL;
+	struct cgroup *dfl;
+	u64 gen = map_generation();
+	u64 cgid;
+
+	dfl = p->cgroups->dfl_cgrp;
+	if (!dfl)
+		return CORRAL_HOST_GROUP;
+	cgid = dfl->kn->id;
+
+	if (tctx->cgid == cgid && tctx->generation == gen) {
+		if (!tctx->mapped_cgid)
+			return CORRAL_HOST_GROUP;
+		ent = bpf_map_lookup_elem(&corral_cgroups, &tctx->mapped_cgid);
+		if (ent && (tctx->mapped_cgid == cgid ||
+			    !(ent->flags & CORRAL_CGROUP_NO_INHERIT)))
+			return usable_group(ent);
+	}
+
+	tctx->cgid = cgid;
+	tctx->generation = gen;
+	tctx->mapped_cgid = find_mapping(dfl, &ent);
+	if (!tctx->mapped_cgid || !ent)
+		return CORRAL_HOST_GROUP;
+	return usable_group(ent);
+}
+
+/*
+ * Whether some online CPU of @st's mask is one @p may use. When not, @p is an
+ * affinity override. Checks the mask against the allowed and the online CPUs
+ * separately: a task whose only allowed CPUs in the group are offline passes
+ * and is left to the rescue scan.
+ */
+static bool placeable(struct task_struct *p, struct group_state *st)
+{
+	const struct cpumask *online;
+	struct bpf_cpumask *mask;
+	bool ok;
+
+	if (!st)
+		return false;
+	mask = st->mask;
+	if (!mask || !bpf_cpumask_intersects(cast_mask(mask), p->cpus_ptr))
+		return false;
+	online = scx_bpf_get_online_cpumask();
+	ok = bpf_cpumask_intersects(cast_mask(mask), online);
+	scx_bpf_put_cpumask(online);
+	return ok;
+}
+
+static u64 group_slice(struct group_state *st)
+{
+	return st && st->slice_ns ? st->slice_ns : host_slice_ns;
 }
 
 /* Record that @p was queued for @group at @now. */
-static void note_queued(struct task_ctx *tctx, u32 group, u64 now, bool direct)
+static void note_queued(struct task_ctx *tctx, u32 group, u64 now, bool direct, u32 why)
 {
 	struct corral_group_stats *stats = stats_get(group);
 
 	tctx->group = group;
 	tctx->queued_at = now;
-	tctx->placed = direct;
+	tctx->why = why;
 	if (stats) {
 		stats->enqueues++;
 		if (direct)
@@ -264,12 +401,12 @@ static void note_queued(struct task_ctx *tctx, u32 group, u64 now, bool direct)
 	}
 }
 
-/* Claim an idle CPU of @mask that @p may run on: @prev_cpu first. */
+/* Claim an idle CPU of @mask that @p may run on: @prev_cpu first (when >= 0). */
 static s32 pick_idle_in(struct task_struct *p, const struct cpumask *mask, s32 prev_cpu)
 {
 	s32 cpu;
 
-	if (bpf_cpumask_test_cpu(prev_cpu, mask) &&
+	if (prev_cpu >= 0 && bpf_cpumask_test_cpu(prev_cpu, mask) &&
 	    bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
 	    scx_bpf_test_and_clear_cpu_idle(prev_cpu))
 		return prev_cpu;
@@ -283,6 +420,30 @@ static s32 pick_idle_in(struct task_struct *p, const struct cpumask *mask, s32 p
 		return -1;
 	}
 	return cpu;
+}
+
+/*
+ * Preempt a guest (a task not of a group owning its CPU: a host task on a
+ * shared CPU, a borrower) on a CPU of @mask that @p may use, so that @group's
+ * queued task gets its CPU back now rather than at the end of the guest's slice.
+ */
+static void preempt_guest(struct task_struct *p, const struct cpumask *mask)
+{
+	struct cpu_ctx *cctx;
+	u32 zero = 0;
+	s32 cpu;
+
+	if (!nr_guests)
+		return;
+	bpf_for(cpu, 0, nr_possible_cpus) {
+		if (!bpf_cpumask_test_cpu(cpu, mask) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
+		if (cctx && cctx->guest) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			return;
+		}
+	}
 }
 
 s32 BPF_STRUCT_OPS(corral_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -300,30 +461,56 @@ s32 BPF_STRUCT_OPS(corral_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 
 	group = resolve_group(p, tctx);
 	st = group_state_get(group);
-	mask = st ? st->mask : NULL;
-	if (!st || !mask || !bpf_cpumask_intersects(cast_mask(mask), p->cpus_ptr)) {
+	if (!placeable(p, st)) {
+		/* An affinity override: any CPU it may use, an idle one first. */
 		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 		if (is_idle) {
-			note_queued(tctx, NO_GROUP, bpf_ktime_get_ns(), true);
-			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, fallback_slice_ns, 0);
+			note_queued(tctx, group, bpf_ktime_get_ns(), true, PLACED_OVERRIDE);
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, group_slice(st), 0);
 		}
 		return cpu;
 	}
+	mask = st->mask;
+	if (!mask)
+		return prev_cpu;
 
 	cpu = pick_idle_in(p, cast_mask(mask), prev_cpu);
 	if (cpu >= 0) {
-		note_queued(tctx, group, bpf_ktime_get_ns(), true);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, st->slice_ns, 0);
+		note_queued(tctx, group, bpf_ktime_get_ns(), true, PLACED_GROUP);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, group_slice(st), 0);
 		return cpu;
 	}
 
 	/* No idle CPU: enqueue decides; hint at a CPU of the group. */
 	if (bpf_cpumask_test_cpu(prev_cpu, cast_mask(mask)))
 		return prev_cpu;
-	cpu = bpf_cpumask_any_distribute(cast_mask(mask));
-	if (cpu < nr_possible_cpus && bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+	cpu = bpf_cpumask_any_and_distribute(cast_mask(mask), p->cpus_ptr);
+	if (cpu < nr_possible_cpus)
 		return cpu;
 	return prev_cpu;
+}
+
+/*
+ * Queue an affinity override (@p may use none of its group's online CPUs) on
+ * the override DSQ of the CPU it is on, which the kernel picked among its
+ * allowed CPUs. That CPU serves the queue after its groups, and first once a
+ * task there has waited host_starve_ns, so overrides neither starve a
+ * group's queue (as a local-DSQ insert would: dispatch only runs once the
+ * local DSQ is empty) nor are starved by it.
+ */
+static void enqueue_override(struct task_struct *p, struct task_ctx *tctx, u32 group, u64 slice,
+			     u64 enq_flags, u64 now)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+
+	if (enq_flags & SCX_ENQ_LAST) {
+		note_queued(tctx, group, now, true, PLACED_OVERRIDE);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags);
+		return;
+	}
+	note_queued(tctx, group, now, false, PLACED_OVERRIDE);
+	scx_bpf_dsq_insert(p, CORRAL_DSQ_CPU_BASE + cpu, slice, enq_flags);
+	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 }
 
 void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
@@ -332,42 +519,36 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 	struct task_ctx *tctx;
 	struct bpf_cpumask *mask;
 	u64 now = bpf_ktime_get_ns();
-	u64 vtime;
+	u64 vtime, slice;
 	u32 group;
 	s32 cpu, this_cpu;
 
 	tctx = task_ctx_get(p, true);
 	if (!tctx) {
-		scx_bpf_dsq_insert(p, CORRAL_DSQ_FALLBACK, fallback_slice_ns, enq_flags);
+		/* No memory for the task's state: run it where it is, always allowed. */
+		scx_bpf_dsq_insert(p, CORRAL_DSQ_CPU_BASE + scx_bpf_task_cpu(p), host_slice_ns,
+				   enq_flags);
 		return;
 	}
 
 	group = resolve_group(p, tctx);
 	st = group_state_get(group);
+	slice = group_slice(st);
 	mask = st ? st->mask : NULL;
-	/*
-	 * SCX_ENQ_LAST: dispatch found nothing for this CPU and @p is its last
-	 * runnable task. Keep it here when the CPU is one @p may use, or the CPU
-	 * would idle with @p queued (nothing else triggers a dispatch).
-	 */
-	this_cpu = scx_bpf_task_cpu(p);
-	if (!st || !mask || !bpf_cpumask_intersects(cast_mask(mask), p->cpus_ptr)) {
-		if (enq_flags & SCX_ENQ_LAST) {
-			note_queued(tctx, NO_GROUP, now, true);
-			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, fallback_slice_ns, enq_flags);
-			return;
-		}
-		note_queued(tctx, NO_GROUP, now, false);
-		scx_bpf_dsq_insert(p, CORRAL_DSQ_FALLBACK, fallback_slice_ns, enq_flags);
-		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-		if (cpu >= 0)
-			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	if (!mask || !placeable(p, st)) {
+		enqueue_override(p, tctx, group, slice, enq_flags, now);
 		return;
 	}
 
+	/*
+	 * SCX_ENQ_LAST: dispatch found nothing for this CPU and @p is its last
+	 * runnable task. Keep it here when the CPU is one of its group's, or the
+	 * CPU would idle with @p queued.
+	 */
+	this_cpu = scx_bpf_task_cpu(p);
 	if ((enq_flags & SCX_ENQ_LAST) && bpf_cpumask_test_cpu(this_cpu, cast_mask(mask))) {
-		note_queued(tctx, group, now, true);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, st->slice_ns, enq_flags);
+		note_queued(tctx, group, now, true, PLACED_GROUP);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags);
 		return;
 	}
 
@@ -380,31 +561,37 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 	    !bpf_cpumask_test_cpu(this_cpu, cast_mask(mask)))
 		scx_bpf_kick_cpu(this_cpu, SCX_KICK_PREEMPT);
 
-	note_queued(tctx, group, now, false);
-	if (st->order == CORRAL_ORDER_VTIME) {
+	note_queued(tctx, group, now, false, PLACED_GROUP);
+	if (group >= CORRAL_MAX_GROUPS || st->order == CORRAL_ORDER_VTIME) {
 		/* Bound the credit a task that slept long can bring back. */
 		vtime = tctx->vtime;
-		if (st->vtime_now > st->slice_ns && vtime < st->vtime_now - st->slice_ns)
-			vtime = st->vtime_now - st->slice_ns;
+		if (st->vtime_now > slice && vtime < st->vtime_now - slice)
+			vtime = st->vtime_now - slice;
 		tctx->vtime = vtime;
-		scx_bpf_dsq_insert_vtime(p, CORRAL_DSQ_VTIME_BASE + group, st->slice_ns,
-					 vtime, enq_flags);
+		scx_bpf_dsq_insert_vtime(p, group_dsq(group, CORRAL_ORDER_VTIME), slice, vtime,
+					 enq_flags);
 	} else {
-		scx_bpf_dsq_insert(p, CORRAL_DSQ_FIFO_BASE + group, st->slice_ns, enq_flags);
+		scx_bpf_dsq_insert(p, group_dsq(group, CORRAL_ORDER_FIFO), slice, enq_flags);
 	}
 
-	cpu = scx_bpf_pick_idle_cpu(cast_mask(mask), 0);
-	if (cpu < 0 && st->borrow)
+	cpu = pick_idle_in(p, cast_mask(mask), -1);
+	if (cpu < 0 && group < CORRAL_MAX_GROUPS && st->borrow)
 		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-	if (cpu >= 0)
+	if (cpu >= 0) {
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		return;
+	}
+	if (group < CORRAL_MAX_GROUPS)
+		preempt_guest(p, cast_mask(mask));
 }
 
 /*
- * Move the first task of DSQ @dsq_id that may run on this CPU to its local
- * DSQ, and mark it placed (see task_ctx.placed).
+ * Move the first task of DSQ @dsq_id that may run on @cpu to its local DSQ.
+ * With @stuck_before non-zero, only a task queued before that time (see
+ * rescue()). Returns whether a task moved. A global function, so that the
+ * verifier checks it once rather than at each of its many call sites.
  */
-static bool move_first(u64 dsq_id)
+__noinline int move_first(u64 dsq_id, s32 cpu, u64 stuck_before)
 {
 	struct task_struct *p;
 	struct task_ctx *tctx;
@@ -412,27 +599,35 @@ static bool move_first(u64 dsq_id)
 	if (!scx_bpf_dsq_nr_queued(dsq_id))
 		return false;
 	bpf_for_each(scx_dsq, p, dsq_id, 0) {
-		if (!scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (is_migration_disabled(p) && scx_bpf_task_cpu(p) != cpu)
 			continue;
 		tctx = task_ctx_get(p, false);
-		if (tctx)
-			tctx->placed = 1;
+		if (stuck_before && tctx && (!tctx->queued_at || tctx->queued_at > stuck_before))
+			continue;
+		if (!scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+			continue;
+		if (stuck_before && tctx)
+			tctx->why = PLACED_RESCUE;
 		return true;
 	}
 	return false;
 }
 
-/* Move the first task of @group's DSQs to this CPU's local DSQ. */
-static bool consume_group(u32 group, struct group_state *st)
+/* Move the first task of @group's DSQs that may run on @cpu to its local DSQ. */
+static bool consume_group(u32 group, s32 cpu)
 {
-	u64 first = CORRAL_DSQ_FIFO_BASE + group, second = CORRAL_DSQ_VTIME_BASE + group;
 	struct corral_group_stats *stats;
+	struct group_state *st = group_state_get(group);
+	u64 first, second;
 
-	if (st->order == CORRAL_ORDER_VTIME) {
-		first = CORRAL_DSQ_VTIME_BASE + group;
-		second = CORRAL_DSQ_FIFO_BASE + group;
-	}
-	if (!move_first(first) && !move_first(second))
+	if (!st)
+		return false;
+	first = group_dsq(group, st->order);
+	second = group_dsq(group, st->order == CORRAL_ORDER_VTIME ? CORRAL_ORDER_FIFO :
+								     CORRAL_ORDER_VTIME);
+	if (!move_first(first, cpu, 0) && !move_first(second, cpu, 0))
 		return false;
 	stats = stats_get(group);
 	if (stats)
@@ -440,25 +635,39 @@ static bool consume_group(u32 group, struct group_state *st)
 	return true;
 }
 
-static bool consume_fallback(u64 now)
+static bool consume_host(s32 cpu)
 {
-	if (!move_first(CORRAL_DSQ_FALLBACK))
+	struct corral_group_stats *stats;
+
+	if (!move_first(CORRAL_DSQ_HOST, cpu, 0))
 		return false;
-	fallback_served_at = now;
+	stats = stats_get(CORRAL_HOST_GROUP);
+	if (stats)
+		stats->dispatches++;
 	return true;
 }
 
-/* Drain the queues of groups that have no CPUs any more (deleted while tasks were queued). */
-static bool consume_orphans(void)
+/*
+ * Take a task that has waited longer than rescue_after_ns in any queue and
+ * may run on @cpu: its group's CPUs are not serving it (a layout change or
+ * hotplug left none it may use, or its group was deleted), or the CPU of its
+ * override queue went offline.
+ */
+static bool rescue(s32 cpu, u64 now)
 {
-	struct group_state *st;
-	u32 group;
+	u64 before = now > rescue_after_ns ? now - rescue_after_ns : 1;
+	u32 group, other;
 
+	if (move_first(CORRAL_DSQ_HOST, cpu, before))
+		return true;
 	bpf_for(group, 0, CORRAL_MAX_GROUPS) {
-		st = group_state_get(group);
-		if (!st || st->mask)
-			continue;
-		if (consume_group(group, st))
+		if (move_first(CORRAL_DSQ_FIFO_BASE + group, cpu, before) ||
+		    move_first(CORRAL_DSQ_VTIME_BASE + group, cpu, before))
+			return true;
+	}
+	/* Override queues of CPUs that went offline. */
+	bpf_for(other, 0, nr_possible_cpus) {
+		if (other != cpu && move_first(CORRAL_DSQ_CPU_BASE + other, cpu, before))
 			return true;
 	}
 	return false;
@@ -473,63 +682,68 @@ static void check_debug_knob(s32 cpu, const char *where)
 
 void BPF_STRUCT_OPS(corral_dispatch, s32 cpu, struct task_struct *prev)
 {
-	struct group_state *st;
-	struct bpf_cpumask *mask;
 	struct cpu_ctx *cctx;
-	u64 now = bpf_ktime_get_ns();
-	u32 zero = 0, start = 0, group;
+	u64 now = bpf_ktime_get_ns(), owners, lenders, starved;
+	u64 own_dsq = CORRAL_DSQ_CPU_BASE + cpu;
+	u32 start, group, stray;
 	int i;
 
 	check_debug_knob(cpu, "dispatch");
 
-	/*
-	 * Queues no CPU owns, served first once in a while so that they cannot
-	 * starve behind fully loaded groups.
-	 */
-	if (now - fallback_served_at > fallback_starve_ns) {
-		fallback_served_at = now;
-		if (consume_fallback(now) || consume_orphans())
+	cctx = cpu_ctx_get();
+	if (!cctx)
+		return;
+	owners = cctx->owners;
+	starved = now > host_starve_ns ? now - host_starve_ns : 1;
+
+	/* Overrides queued on this CPU that waited too long behind its groups. */
+	if (owners && move_first(own_dsq, cpu, starved))
+		return;
+	/* Host tasks that waited too long for a CPU this one shares with groups. */
+	if (cctx->host && owners && now - cctx->host_checked_at > host_starve_ns / 4) {
+		cctx->host_checked_at = now;
+		if (move_first(CORRAL_DSQ_HOST, cpu, starved))
 			return;
 	}
 
-	cctx = bpf_map_lookup_elem(&cpu_ctxs, &zero);
-	if (cctx)
-		start = cctx->rotor;
+	if (now - cctx->rescued_at > rescue_period_ns) {
+		cctx->rescued_at = now;
+		if (rescue(cpu, now))
+			return;
+	}
 
 	/* The groups owning this CPU, round-robin. */
-	bpf_for(i, 0, CORRAL_MAX_GROUPS) {
-		group = (start + i) % CORRAL_MAX_GROUPS;
-		st = group_state_get(group);
-		if (!st)
-			continue;
-		mask = st->mask;
-		if (!mask || !bpf_cpumask_test_cpu(cpu, cast_mask(mask)))
-			continue;
-		if (consume_group(group, st)) {
-			if (cctx)
+	if (owners) {
+		start = cctx->rotor;
+		bpf_for(i, 0, CORRAL_MAX_GROUPS) {
+			group = (start + i) % CORRAL_MAX_GROUPS;
+			if (!(owners & (1ULL << group)))
+				continue;
+			if (consume_group(group, cpu)) {
 				cctx->rotor = (group + 1) % CORRAL_MAX_GROUPS;
-			return;
+				return;
+			}
 		}
 	}
 
-	if (consume_fallback(now))
+	if (cctx->host && consume_host(cpu))
 		return;
 
-	if (consume_orphans())
+	if (move_first(own_dsq, cpu, 0))
 		return;
 
-	/* Groups that lend their queued tasks to CPUs outside the group. */
-	bpf_for(i, 0, CORRAL_MAX_GROUPS) {
-		group = (start + i) % CORRAL_MAX_GROUPS;
-		st = group_state_get(group);
-		if (!st || !st->borrow)
-			continue;
-		mask = st->mask;
-		if (!mask || bpf_cpumask_test_cpu(cpu, cast_mask(mask)))
-			continue;
-		if (consume_group(group, st))
-			return;
+	/* Groups that lend their queued tasks to idle CPUs outside them. */
+	lenders = lending_groups & ~owners;
+	if (lenders) {
+		bpf_for(group, 0, CORRAL_MAX_GROUPS) {
+			if ((lenders & (1ULL << group)) && consume_group(group, cpu))
+				return;
+		}
 	}
+
+	stray = debug_stray_group;
+	if (stray && stray <= CORRAL_MAX_GROUPS && !(owners & (1ULL << (stray - 1))))
+		consume_group(stray - 1, cpu);
 }
 
 void BPF_STRUCT_OPS(corral_tick, struct task_struct *p)
@@ -542,43 +756,69 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	struct corral_group_stats *stats;
 	struct group_state *st;
 	struct task_ctx *tctx;
+	struct cpu_ctx *cctx;
 	struct bpf_cpumask *mask;
-	u64 now = bpf_ktime_get_ns(), lat;
+	u64 now = bpf_ktime_get_ns(), lat, nr;
 	s32 cpu = scx_bpf_task_cpu(p);
-	u32 b, placed;
+	u32 group;
+	bool outside;
 
 	tctx = task_ctx_get(p, false);
 	if (!tctx)
 		return;
 	tctx->running_at = now;
-	placed = tctx->placed;
-	tctx->placed = 0;
+	group = tctx->group;
 
-	stats = stats_get(tctx->group);
+	stats = stats_get(group);
 	if (!stats)
 		return;
 
 	if (tctx->queued_at) {
 		lat = now > tctx->queued_at ? now - tctx->queued_at : 0;
-		b = lat_bucket(lat);
 		stats->runs++;
 		stats->lat_sum_ns += lat;
-		if (b < CORRAL_LAT_BUCKETS)
-			stats->lat_hist[b]++;
+		stats->lat_hist[lat_bucket(lat) & (CORRAL_LAT_BUCKETS - 1)]++;
+		if (lat > stats->lat_max_ns)
+			stats->lat_max_ns = lat;
 		tctx->queued_at = 0;
 	}
 
-	st = group_state_get(tctx->group);
+	st = group_state_get(group);
 	if (!st)
 		return;
 	mask = st->mask;
-	if (placed && mask && !bpf_cpumask_test_cpu(cpu, cast_mask(mask))) {
-		if (st->borrow)
+	outside = mask && !bpf_cpumask_test_cpu(cpu, cast_mask(mask));
+	if (outside) {
+		if (tctx->why == PLACED_OVERRIDE ||
+		    !bpf_cpumask_intersects(cast_mask(mask), p->cpus_ptr))
+			stats->affinity_overrides++;
+		else if (tctx->why == PLACED_RESCUE)
+			stats->rescued++;
+		else if (group < CORRAL_MAX_GROUPS && st->borrow)
 			stats->borrowed_runs++;
 		else
 			stats->violations++;
 	}
-	if (st->order == CORRAL_ORDER_VTIME && st->vtime_now < tctx->vtime)
+
+	/* A guest: preemptible by the groups owning this CPU (see preempt_guest). */
+	cctx = cpu_ctx_get();
+	if (cctx && cctx->owners && tctx->why != PLACED_OVERRIDE &&
+	    (group >= CORRAL_MAX_GROUPS || !(cctx->owners & (1ULL << group)))) {
+		if (!cctx->guest)
+			__sync_fetch_and_add(&nr_guests, 1);
+		cctx->guest = 1;
+	}
+
+	/* A long queue shrinks the slice, so that its last task waits boundedly. */
+	nr = scx_bpf_dsq_nr_queued(group_dsq(group, st->order));
+	if (nr > SLICE_QUEUE && p->scx.slice > min_slice_ns) {
+		u64 slice = p->scx.slice * SLICE_QUEUE / nr;
+
+		p->scx.slice = slice > min_slice_ns ? slice : min_slice_ns;
+	}
+
+	if ((group >= CORRAL_MAX_GROUPS || st->order == CORRAL_ORDER_VTIME) &&
+	    st->vtime_now < tctx->vtime)
 		st->vtime_now = tctx->vtime;
 }
 
@@ -586,7 +826,14 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 {
 	struct corral_group_stats *stats;
 	struct task_ctx *tctx;
+	struct cpu_ctx *cctx;
 	u64 now = bpf_ktime_get_ns(), ran;
+
+	cctx = cpu_ctx_get();
+	if (cctx && cctx->guest) {
+		cctx->guest = 0;
+		__sync_fetch_and_sub(&nr_guests, 1);
+	}
 
 	tctx = task_ctx_get(p, false);
 	if (!tctx || !tctx->running_at)
@@ -600,6 +847,59 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 	/* Charge virtual time inversely to weight (100 is nice 0). */
 	if (p->scx.weight)
 		tctx->vtime += ran * 100 / p->scx.weight;
+}
+
+/*
+ * A higher class (fair in partial mode; RT, deadline or stop in both) took
+ * @cpu: count it against the CPU's group, and put the tasks waiting in its
+ * local DSQ back through enqueue so that other CPUs of their group can run
+ * them instead of leaving them behind the intruder.
+ */
+void BPF_STRUCT_OPS(corral_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	struct corral_group_stats *stats;
+	struct cpu_ctx *cctx = cpu_ctx_get();
+
+	if (cctx) {
+		cctx->released_at = bpf_ktime_get_ns();
+		stats = stats_get(cctx->stat_group);
+		if (stats)
+			stats->displaced++;
+	}
+	scx_bpf_reenqueue_local();
+}
+
+/* @cpu is ours again: charge the time the higher class held it. */
+void BPF_STRUCT_OPS(corral_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)
+{
+	struct corral_group_stats *stats;
+	struct cpu_ctx *cctx = cpu_ctx_get();
+	u64 now = bpf_ktime_get_ns();
+
+	if (!cctx || !cctx->released_at)
+		return;
+	stats = stats_get(cctx->stat_group);
+	if (stats && now > cctx->released_at)
+		stats->displaced_ns += now - cctx->released_at;
+	cctx->released_at = 0;
+}
+
+/*
+ * CPU hotplug. Implementing both callbacks keeps the scheduler attached
+ * (without them the kernel exits it on every hotplug). Nothing else is
+ * needed: the kernel moves the tasks of an offlined CPU's local DSQ, enqueue
+ * treats a group with no online CPU the task may use as an affinity
+ * override, and the rescue scan takes tasks left in a queue no online CPU
+ * serves.
+ */
+void BPF_STRUCT_OPS(corral_cpu_online, s32 cpu)
+{
+	__sync_fetch_and_add(&nr_hotplug_events, 1);
+}
+
+void BPF_STRUCT_OPS(corral_cpu_offline, s32 cpu)
+{
+	__sync_fetch_and_add(&nr_hotplug_events, 1);
 }
 
 s32 BPF_STRUCT_OPS(corral_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -617,15 +917,53 @@ s32 BPF_STRUCT_OPS(corral_init_task, struct task_struct *p, struct scx_init_task
 }
 
 /*
+ * Partial mode: a task that joins a mapped cgroup after the mapping stays on
+ * the fair class unless someone switches it. Report it to user space, which
+ * switches it (and its threads, for a whole-process move) to SCHED_EXT.
+ * Loaded only in partial mode.
+ */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(corral_cgroup_attach, struct cgroup *dst, const char *path,
+	     struct task_struct *task, bool threadgroup)
+{
+	struct corral_cgroup *ent = NULL;
+	struct corral_joiner *ev;
+	u64 mapped;
+
+	/* Only the cgroup v2 hierarchy (hierarchy id 0) maps tasks. */
+	if (dst->root->hierarchy_id != 0)
+		return 0;
+	if (!threadgroup && task->policy == CORRAL_SCHED_EXT)
+		return 0;
+	mapped = find_mapping(dst, &ent);
+	if (!mapped || !ent)
+		return 0;
+
+	ev = bpf_ringbuf_reserve(&corral_joiners, sizeof(*ev), 0);
+	if (!ev)
+		return 0;
+	ev->pid = task->pid;
+	ev->tgid = task->tgid;
+	ev->cgid = dst->kn->id;
+	ev->threadgroup = threadgroup;
+	ev->reserved = 0;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/*
  * Rebuild group @group's state from the table: a fresh bpf_cpumask from the
- * bitmap (or none when the slot is empty), slice, order and borrow flag.
- * Returns 1 when the group has a mask, 0 when it is empty, < 0 on error.
+ * bitmap (or none when the slot is empty), slice, order and borrow flag. An
+ * empty host slot becomes every possible CPU, so that unmapped tasks can
+ * always run. Returns 1 when the group has a mask, 0 when it is empty, < 0 on
+ * error.
  */
 static int build_group(u32 group)
 {
 	struct bpf_cpumask *mask = NULL, *old;
 	struct corral_group *grp;
 	struct group_state *st;
+	bool host = group == CORRAL_HOST_GROUP;
 	u32 cpu, word;
 
 	grp = bpf_map_lookup_elem(&corral_groups, &group);
@@ -633,7 +971,7 @@ static int build_group(u32 group)
 	if (!grp || !st)
 		return -ENOENT;
 
-	if (grp->nr_cpus) {
+	if (grp->nr_cpus || host) {
 		mask = bpf_cpumask_create();
 		if (!mask)
 			return -ENOMEM;
@@ -641,20 +979,67 @@ static int build_group(u32 group)
 			word = cpu / 64;
 			if (word >= CORRAL_CPUMASK_WORDS)
 				break;
-			if (grp->cpus[word] & (1ULL << (cpu % 64)))
+			if (!grp->nr_cpus || (grp->cpus[word] & (1ULL << (cpu % 64))))
 				bpf_cpumask_set_cpu(cpu, mask);
 		}
 	}
 
-	st->slice_ns = grp->slice_ns;
-	st->order = grp->order;
-	st->borrow = grp->borrow;
+	st->slice_ns = grp->slice_ns ? grp->slice_ns : host_slice_ns;
+	st->order = host ? CORRAL_ORDER_VTIME : grp->order;
+	st->borrow = host ? 0 : grp->borrow;
 	st->generation = grp->generation;
 
 	old = bpf_kptr_xchg(&st->mask, mask);
 	if (old)
 		bpf_cpumask_release(old);
-	return grp->nr_cpus ? 1 : 0;
+	return mask ? 1 : 0;
+}
+
+/*
+ * Recompute every CPU's owners, host flag and statistics slot, and the
+ * lending groups, from the group table's bitmaps (what build_group just
+ * turned into masks).
+ */
+static void build_cpu_view(void)
+{
+	struct corral_group *grp;
+	struct cpu_ctx *cctx;
+	u64 owners, lenders = 0;
+	u32 zero = 0, cpu, group, word, bit, first, host_slot = CORRAL_HOST_GROUP;
+	bool host;
+
+	bpf_for(group, 0, CORRAL_MAX_GROUPS) {
+		grp = bpf_map_lookup_elem(&corral_groups, &group);
+		if (grp && grp->nr_cpus && grp->borrow)
+			lenders |= 1ULL << group;
+	}
+	lending_groups = lenders;
+
+	bpf_for(cpu, 0, nr_possible_cpus) {
+		word = cpu / 64;
+		bit = cpu % 64;
+		if (word >= CORRAL_CPUMASK_WORDS)
+			break;
+		owners = 0;
+		first = CORRAL_HOST_GROUP;
+		bpf_for(group, 0, CORRAL_MAX_GROUPS) {
+			grp = bpf_map_lookup_elem(&corral_groups, &group);
+			if (grp && grp->nr_cpus && (grp->cpus[word & 7] & (1ULL << bit))) {
+				owners |= 1ULL << group;
+				if (first == CORRAL_HOST_GROUP)
+					first = group;
+			}
+		}
+		grp = bpf_map_lookup_elem(&corral_groups, &host_slot);
+		host = !grp || !grp->nr_cpus || (grp->cpus[word & 7] & (1ULL << bit));
+
+		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
+		if (!cctx)
+			continue;
+		cctx->owners = owners;
+		cctx->host = host;
+		cctx->stat_group = first;
+	}
 }
 
 /*
@@ -669,7 +1054,7 @@ int corral_build_masks(struct corral_build_args *args)
 
 	args->nr_built = 0;
 	args->nr_cleared = 0;
-	bpf_for(i, 0, CORRAL_MAX_GROUPS) {
+	bpf_for(i, 0, CORRAL_NR_GROUP_SLOTS) {
 		if (i < first || i - first >= nr)
 			continue;
 		ret = build_group(i);
@@ -680,6 +1065,7 @@ int corral_build_masks(struct corral_build_args *args)
 		else
 			args->nr_cleared++;
 	}
+	build_cpu_view();
 	return 0;
 }
 
@@ -688,11 +1074,9 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(corral_init)
 	s32 ret;
 	int i;
 
-	fallback_served_at = bpf_ktime_get_ns();
-
-	ret = scx_bpf_create_dsq(CORRAL_DSQ_FALLBACK, -1);
+	ret = scx_bpf_create_dsq(CORRAL_DSQ_HOST, -1);
 	if (ret) {
-		scx_bpf_error("failed to create the fallback DSQ %d: %d", CORRAL_DSQ_FALLBACK, ret);
+		scx_bpf_error("failed to create the host DSQ %d: %d", CORRAL_DSQ_HOST, ret);
 		return ret;
 	}
 	bpf_for(i, 0, CORRAL_MAX_GROUPS) {
@@ -706,13 +1090,25 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(corral_init)
 			scx_bpf_error("failed to create the vtime DSQ of group %d: %d", i, ret);
 			return ret;
 		}
+	}
+	bpf_for(i, 0, nr_possible_cpus) {
+		if (i >= CORRAL_MAX_CPUS)
+			break;
+		ret = scx_bpf_create_dsq(CORRAL_DSQ_CPU_BASE + i, -1);
+		if (ret) {
+			scx_bpf_error("failed to create the override DSQ of CPU %d: %d", i, ret);
+			return ret;
+		}
+	}
+	bpf_for(i, 0, CORRAL_NR_GROUP_SLOTS) {
 		ret = build_group(i);
 		if (ret < 0) {
-			scx_bpf_error("failed to build the cpumask of group %d from the group table: %d",
+			scx_bpf_error("failed to build the cpumask of group slot %d from the group table: %d",
 				      i, ret);
 			return ret;
 		}
 	}
+	build_cpu_view();
 	return 0;
 }
 
@@ -721,6 +1117,7 @@ void BPF_STRUCT_OPS(corral_exit, struct scx_exit_info *ei)
 	UEI_RECORD(uei, ei);
 }
 
+/* Full switch by default; user space adds SCX_OPS_SWITCH_PARTIAL for partial mode. */
 SCX_OPS_DEFINE(corral_ops,
 	       .select_cpu		= (void *)corral_select_cpu,
 	       .enqueue			= (void *)corral_enqueue,
@@ -728,9 +1125,13 @@ SCX_OPS_DEFINE(corral_ops,
 	       .tick			= (void *)corral_tick,
 	       .running			= (void *)corral_running,
 	       .stopping		= (void *)corral_stopping,
+	       .cpu_acquire		= (void *)corral_cpu_acquire,
+	       .cpu_release		= (void *)corral_cpu_release,
+	       .cpu_online		= (void *)corral_cpu_online,
+	       .cpu_offline		= (void *)corral_cpu_offline,
 	       .init_task		= (void *)corral_init_task,
 	       .init			= (void *)corral_init,
 	       .exit			= (void *)corral_exit,
-	       .flags			= SCX_OPS_SWITCH_PARTIAL | SCX_OPS_ENQ_LAST,
+	       .flags			= SCX_OPS_ENQ_LAST,
 	       .timeout_ms		= 10000,
 	       .name			= "corral");

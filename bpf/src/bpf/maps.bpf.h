@@ -29,15 +29,15 @@ struct {
 	__uint(max_entries, CORRAL_MAX_CGROUPS);
 } corral_cgroups SEC(".maps");
 
-/* Group id -> bitmap and settings, as user space published them. */
+/* Group id -> bitmap and settings, as user space published them; slot 64 is the host group. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, u32);
 	__type(value, struct corral_group);
-	__uint(max_entries, CORRAL_MAX_GROUPS);
+	__uint(max_entries, CORRAL_NR_GROUP_SLOTS);
 } corral_groups SEC(".maps");
 
-/* Per-CPU statistics, one entry per group plus CORRAL_FALLBACK_STATS. */
+/* Per-CPU statistics, one entry per group plus CORRAL_HOST_GROUP. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, u32);

@@ -257,6 +257,12 @@ pub struct StatsView {
     pub on_cpu_ms: f64,
     pub violations: u64,
     pub borrowed_runs: u64,
+    pub affinity_overrides: u64,
+    pub rescued: u64,
+    /// Times a higher scheduling class took one of the group's CPUs, and for how long.
+    pub displaced: u64,
+    pub displaced_ms: f64,
+    pub runqueue_latency_max_us: f64,
     pub runqueue_latency_mean_us: Option<f64>,
     pub runqueue_latency_p50_us: Option<f64>,
     pub runqueue_latency_p99_us: Option<f64>,
@@ -271,6 +277,8 @@ pub struct MapsView {
     pub layout_version: u32,
     pub generation: u64,
     pub groups: Vec<GroupView>,
+    /// The host group's CPUs; `None` when unpublished (host tasks may run on every CPU).
+    pub host_cpus: Option<String>,
     pub cgroups: Vec<CgroupView>,
     pub stats: Vec<StatsView>,
 }
@@ -307,6 +315,11 @@ fn stats_view(group: Option<u32>, s: &GroupStats) -> StatsView {
         on_cpu_ms: s.run_ns as f64 / 1e6,
         violations: s.violations,
         borrowed_runs: s.borrowed_runs,
+        affinity_overrides: s.affinity_overrides,
+        rescued: s.rescued,
+        displaced: s.displaced,
+        displaced_ms: s.displaced_ns as f64 / 1e6,
+        runqueue_latency_max_us: s.lat_max_ns as f64 / 1e3,
         runqueue_latency_mean_us: us(s.mean_latency_ns()),
         runqueue_latency_p50_us: us(s.latency_quantile_upper_ns(0.5)),
         runqueue_latency_p99_us: us(s.latency_quantile_upper_ns(0.99)),
@@ -328,12 +341,16 @@ pub fn read_view(maps: &PinnedMaps) -> Result<MapsView> {
     for (id, _) in &groups {
         stats.push(stats_view(Some(*id), &maps.stats().read(*id)?));
     }
-    stats.push(stats_view(None, &maps.stats().read_fallback()?));
+    stats.push(stats_view(None, &maps.stats().read_host()?));
     Ok(MapsView {
         pin_dir: maps.pin_dir().display().to_string(),
         layout_version: maps.layout_version()?,
         generation: maps.generation()?,
         groups: groups.iter().map(|(id, g)| group_view(*id, g)).collect(),
+        host_cpus: maps
+            .groups()
+            .host()?
+            .map(|h| corral_actors::config::format_cpu_list(&h.spec.cpus)),
         cgroups: maps
             .cgroups()
             .entries()?
@@ -357,6 +374,12 @@ pub fn print_groups_and_cgroups(view: &MapsView) {
             g.id, g.cpus, g.cpu_count, g.slice_us, g.order, g.borrow, g.generation
         );
     }
+    println!(
+        "host group (unmapped tasks): CPUs {}",
+        view.host_cpus
+            .as_deref()
+            .unwrap_or("all (no host group published)")
+    );
     println!("mapped cgroups ({}):", view.cgroups.len());
     for c in &view.cgroups {
         println!(
@@ -388,13 +411,16 @@ pub fn maps(args: MapsArgs) -> Result<()> {
         "statistics (summed over CPUs; latency = enqueue to running, log2 bucket upper bounds):"
     );
     println!(
-        "  {:<8} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "  {:<8} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>9} {:>10} {:>10} {:>10}",
         "group",
         "enqueues",
         "dispatch",
         "runs",
         "on-CPU",
         "violations",
+        "overrides",
+        "rescued",
+        "displaced",
         "lat mean",
         "lat p50",
         "lat p99"
@@ -402,13 +428,16 @@ pub fn maps(args: MapsArgs) -> Result<()> {
     let fmt_us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}µs"));
     for s in &view.stats {
         println!(
-            "  {:<8} {:>9} {:>9} {:>9} {:>8.0}ms {:>10} {:>10} {:>10} {:>10}",
-            s.group.map_or("fallback".to_string(), |g| g.to_string()),
+            "  {:<8} {:>9} {:>9} {:>9} {:>8.0}ms {:>10} {:>9} {:>8} {:>9} {:>10} {:>10} {:>10}",
+            s.group.map_or("host".to_string(), |g| g.to_string()),
             s.enqueues,
             s.dispatches + s.direct_dispatches,
             s.runs,
             s.on_cpu_ms,
             s.violations,
+            s.affinity_overrides,
+            s.rescued,
+            s.displaced,
             fmt_us(s.runqueue_latency_mean_us),
             fmt_us(s.runqueue_latency_p50_us),
             fmt_us(s.runqueue_latency_p99_us),
