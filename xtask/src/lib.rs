@@ -8,10 +8,12 @@
 //! - [`initramfs`]: builds the guest's initramfs (busybox, binaries with their libraries, init).
 //! - [`vm`]: boots the guest under qemu TCG, streams its console and decides the outcome.
 //! - [`cargo`]: builds workspace binaries and test binaries and reports their paths.
+//! - [`plan`]: the steps of each task, in order (setup before any build or boot).
 
 pub mod cargo;
 pub mod initramfs;
 pub mod kernel;
+pub mod plan;
 pub mod setup;
 pub mod vm;
 

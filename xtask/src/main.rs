@@ -5,6 +5,9 @@
 //! - `cargo xtask test`: setup, host tests, then the VM test suite in the guest.
 //! - `cargo xtask demo`: the main job, `corral run examples/demo.toml`, on the host when it runs
 //!   sched_ext and in the guest otherwise.
+//!
+//! Each task is a plan ([`xtask::plan`]) that starts with setup, so nothing is built before the
+//! packages it needs are installed; `main` turns the arguments into a plan and executes it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,8 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use xtask::initramfs::{GuestCommand, GuestSpec};
+use xtask::kernel::VmKernel;
+use xtask::plan::{self, Step};
 use xtask::vm::{self, VmOptions};
-use xtask::{cargo, kernel, setup};
+use xtask::{cargo, setup};
 
 /// corral's developer tasks: setup, the VM harness, the test suite and the demo.
 #[derive(Debug, Parser)]
@@ -28,7 +33,8 @@ struct Cli {
 enum Task {
     /// Install the Debian packages the build and the VM need, and obtain the sched_ext kernel.
     ///
-    /// Idempotent: does nothing when everything is present. The kernel comes from
+    /// Every other task runs this first. Idempotent: does nothing when everything is present.
+    /// The kernel comes from
     /// CORRAL_VM_KERNEL_DIR when set, else from a cache under target/vm-kernel, filled from Debian
     /// unstable's current cloud kernel with a private apt configuration.
     Setup,
@@ -102,7 +108,7 @@ struct VmArgs {
 struct TestArgs {
     #[command(flatten)]
     guest: GuestArgs,
-    /// Skip setup and the host tests; run only the VM suite.
+    /// Skip the host tests; run only the VM suite (after the setup check).
     #[arg(long, conflicts_with = "host_only")]
     vm_only: bool,
     /// Skip the VM suite (the run then tests less than CI does, and says so).
@@ -122,14 +128,48 @@ struct DemoArgs {
     config: PathBuf,
 }
 
+impl Task {
+    /// The plan's view of this task, with the host facts it depends on.
+    fn plan_task(&self) -> plan::Task {
+        match self {
+            Task::Setup => plan::Task::Setup,
+            Task::Vm(args) => plan::Task::Vm {
+                build: !args.no_build,
+            },
+            Task::Test(args) => plan::Task::Test {
+                host_tests: !args.vm_only,
+                vm_tests: !args.host_only,
+            },
+            Task::Demo(_) => plan::Task::Demo {
+                in_guest: !host_runs_sched_ext(),
+            },
+        }
+    }
+
+    /// Argument checks that need no build, done before the plan starts.
+    fn validate(&self) -> Result<()> {
+        match self {
+            Task::Vm(args) if args.script.is_none() && args.command.is_empty() => {
+                bail!("give a guest command after `--`, or --script <file>")
+            }
+            Task::Demo(args) => {
+                let config = demo_config(args);
+                if !config.is_file() {
+                    bail!("the demo configuration {} does not exist", config.display());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.task {
-        Task::Setup => run_setup().map(|_| 0),
-        Task::Vm(args) => run_vm(args),
-        Task::Test(args) => run_test(args),
-        Task::Demo(args) => run_demo(args),
-    };
+    let result = cli.task.validate().and_then(|()| {
+        let steps = plan::plan(cli.task.plan_task());
+        Executor::new(&cli.task).run(&steps)
+    });
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
@@ -139,10 +179,206 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_setup() -> Result<kernel::VmKernel> {
-    setup::install_packages()?;
-    setup::ensure_bpffs()?;
-    kernel::ensure()
+/// One executed step, for the test task's closing summary.
+struct Phase {
+    name: &'static str,
+    elapsed: Duration,
+    ok: bool,
+}
+
+/// Executes a plan's steps for one task, carrying what earlier steps produced (the kernel, the
+/// binaries) to later ones.
+struct Executor<'a> {
+    task: &'a Task,
+    kernel: Option<VmKernel>,
+    bins: Vec<PathBuf>,
+    vm_test_bin: Option<PathBuf>,
+    phases: Vec<Phase>,
+}
+
+impl<'a> Executor<'a> {
+    fn new(task: &'a Task) -> Self {
+        Self {
+            task,
+            kernel: None,
+            bins: Vec::new(),
+            vm_test_bin: None,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Runs every step in order. A step that cannot run stops the plan with an error; a step
+    /// that ran and failed (a test phase, a guest command) sets the exit status, and the test
+    /// task goes on to its next phase. The status is the first failure's.
+    fn run(mut self, steps: &[Step]) -> Result<i32> {
+        let test = matches!(self.task, Task::Test(_));
+        let mut status = 0;
+        for step in steps {
+            let start = Instant::now();
+            if test {
+                eprintln!("xtask test: == {} ==", step.name());
+            }
+            let code = self.step(step)?;
+            self.phases.push(Phase {
+                name: step.name(),
+                elapsed: start.elapsed(),
+                ok: code == 0,
+            });
+            if status == 0 {
+                status = code;
+            }
+        }
+        if let Task::Test(args) = self.task {
+            eprintln!("xtask test: summary");
+            for p in &self.phases {
+                eprintln!(
+                    "  {:<40} {:>7.1}s  {}",
+                    p.name,
+                    p.elapsed.as_secs_f64(),
+                    if p.ok { "ok" } else { "FAILED" }
+                );
+            }
+            if args.host_only {
+                eprintln!("xtask test: the VM suite was skipped (--host-only); CI runs it");
+            }
+            return Ok(if status == 0 { 0 } else { 1 });
+        }
+        Ok(status)
+    }
+
+    fn kernel(&self) -> Result<&VmKernel> {
+        self.kernel
+            .as_ref()
+            .context("the plan booted the guest without a setup step that found the kernel")
+    }
+
+    fn step(&mut self, step: &Step) -> Result<i32> {
+        match *step {
+            Step::Setup { vm_kernel } => {
+                self.kernel = setup::run(vm_kernel)?;
+                Ok(0)
+            }
+            Step::BuildBins => {
+                eprintln!("xtask: building the workspace's binaries");
+                self.bins = cargo::build_workspace_bins()?;
+                Ok(0)
+            }
+            Step::BuildVmTestBinary => {
+                self.vm_test_bin = Some(cargo::build_vm_test_binary()?);
+                Ok(0)
+            }
+            Step::HostTests => {
+                let status = cargo::cargo()
+                    .args(["test", "--workspace", "--no-fail-fast"])
+                    .status()?;
+                Ok(if status.success() { 0 } else { 1 })
+            }
+            Step::RunInGuest => self.run_vm(),
+            Step::VmTests => self.run_vm_tests(),
+            Step::Demo { in_guest } => self.run_demo(in_guest),
+        }
+    }
+
+    fn run_vm(&self) -> Result<i32> {
+        let Task::Vm(args) = self.task else {
+            unreachable!("RunInGuest is planned for the vm task only")
+        };
+        let kernel = self.kernel()?;
+        let command = match &args.script {
+            Some(script) => GuestCommand::Script(script.clone()),
+            None => GuestCommand::Argv(args.command.clone()),
+        };
+        let mut binaries = self.bins.clone();
+        binaries.extend(args.bins.iter().cloned());
+        let spec = GuestSpec {
+            binaries,
+            command,
+            env: guest_env(),
+        };
+        eprintln!(
+            "xtask vm: booting {} with {} vCPUs (qemu TCG)",
+            kernel.release, args.guest.smp
+        );
+        let run = vm::run(kernel, &spec, &args.guest.options())?;
+        eprintln!(
+            "xtask vm: {} ({:.1}s)",
+            run.outcome,
+            run.elapsed.as_secs_f64()
+        );
+        Ok(run.outcome.exit_code())
+    }
+
+    fn run_vm_tests(&self) -> Result<i32> {
+        let Task::Test(args) = self.task else {
+            unreachable!("VmTests is planned for the test task only")
+        };
+        let test_bin = self
+            .vm_test_bin
+            .clone()
+            .context("the plan ran the VM suite before building it")?;
+        let name = test_bin
+            .file_name()
+            .context("the VM test binary has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let mut argv = vec![name, "--test-threads=1".to_owned()];
+        argv.extend(args.vm_args.iter().cloned());
+        let mut binaries = vec![test_bin];
+        binaries.extend(self.bins.iter().cloned());
+        let spec = GuestSpec {
+            binaries,
+            command: GuestCommand::Argv(argv),
+            env: guest_env(),
+        };
+        let run = vm::run(self.kernel()?, &spec, &args.guest.options())?;
+        eprintln!("xtask test: VM suite: {}", run.outcome);
+        Ok(if run.outcome.success() { 0 } else { 1 })
+    }
+
+    fn run_demo(&self, in_guest: bool) -> Result<i32> {
+        let Task::Demo(args) = self.task else {
+            unreachable!("Demo is planned for the demo task only")
+        };
+        let config = demo_config(args);
+        let corral = self
+            .bins
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| n == "corral"))
+            .context("the workspace built no `corral` binary")?
+            .clone();
+        if !in_guest {
+            eprintln!("demo: this host runs sched_ext; running the demo here");
+            let status = std::process::Command::new(&corral)
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .status()?;
+            return Ok(status.code().unwrap_or(1));
+        }
+        eprintln!(
+            "demo: this host's kernel has no sched_ext (/sys/kernel/sched_ext is missing), so the \
+             demo runs in a {}-vCPU guest under qemu; booting takes a few seconds",
+            args.guest.smp
+        );
+        let guest_config = "/corral/demo.toml";
+        let script = xtask::target_dir().join("vm/demo.sh");
+        std::fs::create_dir_all(script.parent().expect("a file path has a parent"))?;
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(
+            &script,
+            format!(
+                "cat > {guest_config} <<'CORRAL_DEMO_EOF'\n{text}\nCORRAL_DEMO_EOF\ncorral run --config {guest_config} --progress lines\n"
+            ),
+        )?;
+        let spec = GuestSpec {
+            binaries: self.bins.clone(),
+            command: GuestCommand::Script(script),
+            env: guest_env(),
+        };
+        let run = vm::run(self.kernel()?, &spec, &args.guest.options())?;
+        eprintln!("demo: {}", run.outcome);
+        Ok(run.outcome.exit_code())
+    }
 }
 
 fn guest_env() -> Vec<(String, String)> {
@@ -153,162 +389,12 @@ fn guest_env() -> Vec<(String, String)> {
     env
 }
 
-fn run_vm(args: VmArgs) -> Result<i32> {
-    let kernel = kernel::find()?;
-    let command = match (&args.script, args.command.is_empty()) {
-        (Some(script), _) => GuestCommand::Script(script.clone()),
-        (None, false) => GuestCommand::Argv(args.command.clone()),
-        (None, true) => bail!("give a guest command after `--`, or --script <file>"),
-    };
-    let mut binaries = Vec::new();
-    if !args.no_build {
-        eprintln!("xtask vm: building the workspace's binaries for the guest");
-        binaries = cargo::build_workspace_bins()?;
-    }
-    binaries.extend(args.bins.iter().cloned());
-    let spec = GuestSpec {
-        binaries,
-        command,
-        env: guest_env(),
-    };
-    eprintln!(
-        "xtask vm: booting {} with {} vCPUs (qemu TCG)",
-        kernel.release, args.guest.smp
-    );
-    let run = vm::run(&kernel, &spec, &args.guest.options())?;
-    eprintln!(
-        "xtask vm: {} ({:.1}s)",
-        run.outcome,
-        run.elapsed.as_secs_f64()
-    );
-    Ok(run.outcome.exit_code())
-}
-
-/// One phase of `cargo xtask test`, for the closing summary.
-struct Phase {
-    name: &'static str,
-    elapsed: Duration,
-    ok: bool,
-}
-
-fn run_test(args: TestArgs) -> Result<i32> {
-    let mut phases = Vec::new();
-    let mut timed = |name: &'static str, f: &mut dyn FnMut() -> Result<bool>| -> Result<bool> {
-        let start = Instant::now();
-        eprintln!("xtask test: == {name} ==");
-        let ok = f()?;
-        phases.push(Phase {
-            name,
-            elapsed: start.elapsed(),
-            ok,
-        });
-        Ok(ok)
-    };
-
-    let mut all_ok = true;
-    if !args.vm_only {
-        timed("setup", &mut || run_setup().map(|_| true))?;
-        all_ok &= timed("host tests (cargo test --workspace)", &mut || {
-            let status = cargo::cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .status()?;
-            Ok(status.success())
-        })?;
-    }
-    if !args.host_only {
-        let kernel = kernel::find()?;
-        let mut vm_bins = Vec::new();
-        timed("build VM test binary", &mut || {
-            vm_bins = cargo::build_workspace_bins()?;
-            vm_bins.insert(0, cargo::build_vm_test_binary()?);
-            Ok(true)
-        })?;
-        all_ok &= timed("VM tests (in the sched_ext guest)", &mut || {
-            let test_bin = vm_bins[0]
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let mut argv = vec![test_bin, "--test-threads=1".to_owned()];
-            argv.extend(args.vm_args.iter().cloned());
-            let spec = GuestSpec {
-                binaries: vm_bins.clone(),
-                command: GuestCommand::Argv(argv),
-                env: guest_env(),
-            };
-            let run = vm::run(&kernel, &spec, &args.guest.options())?;
-            eprintln!("xtask test: VM suite: {}", run.outcome);
-            Ok(run.outcome.success())
-        })?;
-    }
-
-    eprintln!("xtask test: summary");
-    for p in &phases {
-        eprintln!(
-            "  {:<40} {:>7.1}s  {}",
-            p.name,
-            p.elapsed.as_secs_f64(),
-            if p.ok { "ok" } else { "FAILED" }
-        );
-    }
-    if args.host_only {
-        eprintln!("xtask test: the VM suite was skipped (--host-only); CI runs it");
-    }
-    Ok(if all_ok { 0 } else { 1 })
-}
-
-fn run_demo(args: DemoArgs) -> Result<i32> {
-    let root = xtask::workspace_root();
-    let config = if args.config.is_absolute() {
+fn demo_config(args: &DemoArgs) -> PathBuf {
+    if args.config.is_absolute() {
         args.config.clone()
     } else {
-        root.join(&args.config)
-    };
-    if !config.is_file() {
-        bail!(
-            "the demo configuration {} does not exist yet: the corral CLI issue adds it",
-            config.display()
-        );
+        xtask::workspace_root().join(&args.config)
     }
-    let bins = cargo::build_workspace_bins()?;
-    let corral = bins
-        .iter()
-        .find(|p| p.file_name().is_some_and(|n| n == "corral"))
-        .context("the workspace built no `corral` binary")?
-        .clone();
-    if host_runs_sched_ext() {
-        eprintln!("demo: this host runs sched_ext; running the demo here");
-        let status = std::process::Command::new(&corral)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .status()?;
-        return Ok(status.code().unwrap_or(1));
-    }
-    eprintln!(
-        "demo: this host's kernel has no sched_ext (/sys/kernel/sched_ext is missing), so the demo \
-         runs in a {}-vCPU guest under qemu; booting takes a few seconds",
-        args.guest.smp
-    );
-    let kernel = kernel::find().or_else(|_| run_setup())?;
-    let guest_config = "/corral/demo.toml";
-    let script = root.join("target/vm/demo.sh");
-    std::fs::create_dir_all(script.parent().unwrap())?;
-    let text = std::fs::read_to_string(&config)?;
-    std::fs::write(
-        &script,
-        format!(
-            "cat > {guest_config} <<'CORRAL_DEMO_EOF'\n{text}\nCORRAL_DEMO_EOF\ncorral run --config {guest_config} --progress lines\n"
-        ),
-    )?;
-    let spec = GuestSpec {
-        binaries: bins,
-        command: GuestCommand::Script(script),
-        env: guest_env(),
-    };
-    let run = vm::run(&kernel, &spec, &args.guest.options())?;
-    eprintln!("demo: {}", run.outcome);
-    Ok(run.outcome.exit_code())
 }
 
 fn host_runs_sched_ext() -> bool {

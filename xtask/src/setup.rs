@@ -1,11 +1,104 @@
-//! Installs the Debian packages that building the BPF scheduler and booting the test VM need.
+//! Sets the machine up for building and for the test VM: the Debian packages, bpffs, and the
+//! sched_ext kernel (through [`crate::kernel`]).
 //!
-//! Idempotent: it asks dpkg which packages are present and installs only the missing ones, with
-//! `sudo` when not root. It never edits the system's apt configuration.
+//! Idempotent: [`check`] asks dpkg which packages are present, reads `/proc/mounts` and looks
+//! for the kernel, and [`run`] installs, mounts or downloads only what is missing, saying what
+//! and why before it does. With everything present it prints one line and returns. It uses
+//! `sudo` when not root, and never edits the system's apt configuration.
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+use crate::kernel::{self, VmKernel};
+
+/// What [`check`] found missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Packages of [`PACKAGES`] that dpkg does not report as installed.
+    pub packages: Vec<&'static str>,
+    /// bpffs is not mounted at /sys/fs/bpf.
+    pub bpffs: bool,
+    /// Why no VM kernel was found, when one was asked for and none was.
+    pub vm_kernel: Option<String>,
+}
+
+impl Missing {
+    /// Whether nothing is missing.
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty() && !self.bpffs && self.vm_kernel.is_none()
+    }
+
+    /// One line per thing setup will do about it.
+    pub fn actions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in &self.packages {
+            let why = PACKAGES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, w)| *w)
+                .unwrap_or("");
+            out.push(format!("install the Debian package {name} ({why})"));
+        }
+        if self.bpffs {
+            out.push("mount bpffs at /sys/fs/bpf (corral pins its maps there)".to_owned());
+        }
+        if let Some(why) = &self.vm_kernel {
+            out.push(format!("obtain the sched_ext kernel for the guest ({why})"));
+        }
+        out
+    }
+}
+
+/// Finds what is missing, without changing anything. `vm_kernel`: the task needs the guest's
+/// kernel.
+pub fn check(vm_kernel: bool) -> Result<Missing> {
+    Ok(Missing {
+        packages: missing_packages()?,
+        bpffs: !bpffs_mounted()?,
+        vm_kernel: if vm_kernel {
+            kernel::find().err().map(|e| format!("{e:#}"))
+        } else {
+            None
+        },
+    })
+}
+
+/// The whole setup: checks, then installs, mounts or downloads what is missing, having said what.
+/// Returns the VM kernel when `vm_kernel` asked for it.
+pub fn run(vm_kernel: bool) -> Result<Option<VmKernel>> {
+    let missing = check(vm_kernel)?;
+    if missing.is_empty() {
+        let kernel = if vm_kernel {
+            Some(kernel::find()?)
+        } else {
+            None
+        };
+        eprintln!(
+            "setup: everything present ({} packages, bpffs{})",
+            PACKAGES.len(),
+            kernel
+                .as_ref()
+                .map(|k| format!(", kernel {}", k.release))
+                .unwrap_or_default()
+        );
+        return Ok(kernel);
+    }
+    eprintln!("setup: before anything is built, setup will:");
+    for action in missing.actions() {
+        eprintln!("setup:   - {action}");
+    }
+    if !missing.packages.is_empty() {
+        install_packages()?;
+    }
+    if missing.bpffs {
+        ensure_bpffs()?;
+    }
+    if vm_kernel {
+        return kernel::ensure().map(Some);
+    }
+    Ok(None)
+}
 
 /// The packages the build and the VM need, with why each is needed.
 pub const PACKAGES: &[(&str, &str)] = &[
@@ -77,11 +170,7 @@ pub fn install_packages() -> Result<()> {
 /// Mounts bpffs at /sys/fs/bpf when it is not mounted, so the host can pin corral's maps (the
 /// host tests create real pinned maps even though the host kernel cannot run sched_ext).
 pub fn ensure_bpffs() -> Result<()> {
-    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    if mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
-    {
+    if bpffs_mounted()? {
         eprintln!("setup: bpffs mounted at /sys/fs/bpf");
         return Ok(());
     }
@@ -105,6 +194,13 @@ pub fn ensure_bpffs() -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn bpffs_mounted() -> Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    Ok(mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")))
 }
 
 fn apt_get(args: &[&str], packages: &[&str]) -> Result<()> {
