@@ -50,6 +50,12 @@ pub fn build_workspace_bins() -> Result<Vec<PathBuf>> {
     executables(&["build", "--workspace", "--exclude", "xtask", "--bins"])
 }
 
+/// Builds the binaries of one workspace package in release mode (benchmarks) and returns their
+/// paths.
+pub fn build_release_bins(package: &str) -> Result<Vec<PathBuf>> {
+    executables(&["build", "--release", "-p", package, "--bins"])
+}
+
 /// Builds the VM test binary (`corral-tests`'s `vm` target) without running it.
 pub fn build_vm_test_binary() -> Result<PathBuf> {
     let exes = executables(&["test", "-p", "corral-tests", "--test", "vm", "--no-run"])?;

@@ -5,6 +5,7 @@
 //! - `cargo xtask test`: setup, host tests, then the VM test suite in the guest.
 //! - `cargo xtask demo`: the main job, `corral run examples/demo.toml`, on the host when it runs
 //!   sched_ext and in the guest otherwise.
+//! - `cargo xtask bench isolation`: latency under CPU noise per scheduler, in the guest.
 //!
 //! Each task is a plan ([`xtask::plan`]) that starts with setup, so nothing is built before the
 //! packages it needs are installed; `main` turns the arguments into a plan and executes it.
@@ -15,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use xtask::bench::isolation;
 use xtask::initramfs::{GuestCommand, GuestSpec};
 use xtask::kernel::VmKernel;
 use xtask::plan::{self, Step};
 use xtask::vm::{self, VmOptions};
-use xtask::{cargo, setup};
+use xtask::{bench, cargo, setup};
 
-/// corral's developer tasks: setup, the VM harness, the test suite and the demo.
+/// corral's developer tasks: setup, the VM harness, the test suite, the demo and benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
@@ -51,6 +53,9 @@ enum Task {
     ///
     /// Runs on the host when it runs sched_ext; otherwise says so and runs in the guest.
     Demo(DemoArgs),
+    /// Benchmarks that take minutes; not part of `cargo xtask test`. Results go to
+    /// target/bench/report.json.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +133,39 @@ struct DemoArgs {
     config: PathBuf,
 }
 
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(subcommand)]
+    which: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Response time of a latency-sensitive function beside CPU noise, per scheduler.
+    ///
+    /// In one 2-vCPU guest (multi-threaded TCG): solo, EEVDF, cgroup cpuset, scx_layered and
+    /// corral (noise mapped to a group, and noise left to the host group), each run several
+    /// times; reports the median run's p50 and p99 as ratios to solo. Takes about 10 minutes,
+    /// plus about 15 more the first time to build scx_layered.
+    Isolation(IsolationArgs),
+}
+
+#[derive(Debug, Args)]
+struct IsolationArgs {
+    /// Smoke size: one run of 100 samples each of solo, cpuset and corral; no scx_layered.
+    #[arg(long)]
+    smoke: bool,
+    /// Runs of each variant (the median is reported); default 3, 1 with --smoke.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+    runs: Option<u32>,
+    /// Samples (arrivals) per run; default 500, 100 with --smoke.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(20..=100_000))]
+    samples: Option<u32>,
+    /// Kill the guest after this many seconds, boot included.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
 impl Task {
     /// The plan's view of this task, with the host facts it depends on.
     fn plan_task(&self) -> plan::Task {
@@ -143,6 +181,9 @@ impl Task {
             Task::Demo(_) => plan::Task::Demo {
                 in_guest: !host_runs_sched_ext(),
             },
+            Task::Bench(BenchArgs {
+                which: BenchCommand::Isolation(args),
+            }) => plan::Task::Bench(plan::Bench::Isolation { smoke: args.smoke }),
         }
     }
 
@@ -258,9 +299,18 @@ impl<'a> Executor<'a> {
                 self.kernel = setup::run(vm_kernel)?;
                 Ok(0)
             }
-            Step::BuildBins => {
+            Step::InstallScxLayered => {
+                bench::ensure_scx_layered()?;
+                Ok(0)
+            }
+            Step::BuildBins { release: false } => {
                 eprintln!("xtask: building the workspace's binaries");
                 self.bins = cargo::build_workspace_bins()?;
+                Ok(0)
+            }
+            Step::BuildBins { release: true } => {
+                eprintln!("xtask: building corral's binaries (release)");
+                self.bins = cargo::build_release_bins("corral")?;
                 Ok(0)
             }
             Step::BuildVmTestBinary => {
@@ -276,6 +326,7 @@ impl<'a> Executor<'a> {
             Step::RunInGuest => self.run_vm(),
             Step::VmTests => self.run_vm_tests(),
             Step::Demo { in_guest } => self.run_demo(in_guest),
+            Step::IsolationBench { smoke } => self.run_isolation(smoke),
         }
     }
 
@@ -378,6 +429,32 @@ impl<'a> Executor<'a> {
         let run = vm::run(self.kernel()?, &spec, &args.guest.options())?;
         eprintln!("demo: {}", run.outcome);
         Ok(run.outcome.exit_code())
+    }
+
+    fn run_isolation(&self, smoke: bool) -> Result<i32> {
+        let Task::Bench(BenchArgs {
+            which: BenchCommand::Isolation(args),
+        }) = self.task
+        else {
+            unreachable!("IsolationBench is planned for the bench isolation task only")
+        };
+        let mut params = if smoke {
+            isolation::Params::smoke()
+        } else {
+            isolation::Params::full()
+        };
+        if let Some(runs) = args.runs {
+            params.runs = runs;
+        }
+        if let Some(samples) = args.samples {
+            params.samples = samples;
+        }
+        params.timeout = Duration::from_secs(args.timeout);
+        let mut binaries = self.bins.clone();
+        if params.variants.contains(&isolation::Variant::Layered) {
+            binaries.push(bench::scx_layered_path());
+        }
+        isolation::run(self.kernel()?, &binaries, &params)
     }
 }
 

@@ -34,6 +34,18 @@ pub enum Task {
         /// The host has no sched_ext, so the demo runs in the guest.
         in_guest: bool,
     },
+    /// `cargo xtask bench <which>`.
+    Bench(Bench),
+}
+
+/// The benchmarks under `cargo xtask bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    /// `cargo xtask bench isolation`: latency under noise, per scheduler, in the guest.
+    Isolation {
+        /// The smoke-sized run: one run per variant, fewer samples, no scx_layered.
+        smoke: bool,
+    },
 }
 
 /// One step of a task.
@@ -45,8 +57,13 @@ pub enum Step {
         /// The task boots the guest (or runs tests that do), so it needs the sched_ext kernel.
         vm_kernel: bool,
     },
-    /// Build the workspace's binaries.
-    BuildBins,
+    /// Install the peer scheduler scx_layered under `target/bench/tools` when it is missing.
+    InstallScxLayered,
+    /// Build the workspace's binaries (debug), or with `release` the `corral` package's binaries.
+    BuildBins {
+        /// A release build (benchmarks).
+        release: bool,
+    },
     /// Build the VM test binary.
     BuildVmTestBinary,
     /// `cargo test --workspace` (builds, then runs).
@@ -60,6 +77,11 @@ pub enum Step {
         /// In the guest (the host has no sched_ext).
         in_guest: bool,
     },
+    /// The isolation benchmark in the guest.
+    IsolationBench {
+        /// The smoke-sized run.
+        smoke: bool,
+    },
 }
 
 impl Step {
@@ -67,7 +89,10 @@ impl Step {
     pub fn builds(&self) -> bool {
         matches!(
             self,
-            Step::BuildBins | Step::BuildVmTestBinary | Step::HostTests
+            Step::InstallScxLayered
+                | Step::BuildBins { .. }
+                | Step::BuildVmTestBinary
+                | Step::HostTests
         )
     }
 
@@ -76,7 +101,11 @@ impl Step {
     pub fn boots_guest(&self) -> bool {
         matches!(
             self,
-            Step::HostTests | Step::RunInGuest | Step::VmTests | Step::Demo { in_guest: true }
+            Step::HostTests
+                | Step::RunInGuest
+                | Step::VmTests
+                | Step::Demo { in_guest: true }
+                | Step::IsolationBench { .. }
         )
     }
 
@@ -84,13 +113,19 @@ impl Step {
     pub fn name(&self) -> &'static str {
         match self {
             Step::Setup { .. } => "setup",
-            Step::BuildBins => "build the workspace's binaries",
+            Step::InstallScxLayered => "install scx_layered (peer scheduler)",
+            Step::BuildBins { release: false } => "build the workspace's binaries",
+            Step::BuildBins { release: true } => "build corral's binaries (release)",
             Step::BuildVmTestBinary => "build VM test binary",
             Step::HostTests => "host tests (cargo test --workspace)",
             Step::RunInGuest => "run the command in the guest",
             Step::VmTests => "VM tests (in the sched_ext guest)",
             Step::Demo { in_guest: false } => "demo (on this host)",
             Step::Demo { in_guest: true } => "demo (in the guest)",
+            Step::IsolationBench { smoke: false } => "isolation benchmark (in the guest)",
+            Step::IsolationBench { smoke: true } => {
+                "isolation benchmark, smoke size (in the guest)"
+            }
         }
     }
 }
@@ -102,7 +137,7 @@ pub fn plan(task: Task) -> Vec<Step> {
         Task::Vm { build } => {
             let mut s = Vec::new();
             if build {
-                s.push(Step::BuildBins);
+                s.push(Step::BuildBins { release: false });
             }
             s.push(Step::RunInGuest);
             s
@@ -116,11 +151,28 @@ pub fn plan(task: Task) -> Vec<Step> {
                 s.push(Step::HostTests);
             }
             if vm_tests {
-                s.extend([Step::BuildBins, Step::BuildVmTestBinary, Step::VmTests]);
+                s.extend([
+                    Step::BuildBins { release: false },
+                    Step::BuildVmTestBinary,
+                    Step::VmTests,
+                ]);
             }
             s
         }
-        Task::Demo { in_guest } => vec![Step::BuildBins, Step::Demo { in_guest }],
+        Task::Demo { in_guest } => {
+            vec![Step::BuildBins { release: false }, Step::Demo { in_guest }]
+        }
+        Task::Bench(Bench::Isolation { smoke }) => {
+            let mut s = Vec::new();
+            if !smoke {
+                s.push(Step::InstallScxLayered);
+            }
+            s.extend([
+                Step::BuildBins { release: true },
+                Step::IsolationBench { smoke },
+            ]);
+            s
+        }
     };
     let vm_kernel = matches!(task, Task::Setup) || steps.iter().any(Step::boots_guest);
     steps.insert(0, Step::Setup { vm_kernel });
@@ -139,6 +191,8 @@ mod tests {
             Task::Vm { build: false },
             Task::Demo { in_guest: true },
             Task::Demo { in_guest: false },
+            Task::Bench(Bench::Isolation { smoke: false }),
+            Task::Bench(Bench::Isolation { smoke: true }),
         ];
         for host_tests in [true, false] {
             for vm_tests in [true, false] {
@@ -192,7 +246,8 @@ mod tests {
         );
     }
 
-    /// The exact plans, so a reordering shows up here: builds before what uses them.
+    /// The exact plans, so a reordering shows up here: builds before what uses them, the
+    /// peer scheduler before the release build, and no scx_layered for the smoke run.
     #[test]
     fn plans_list_steps_in_execution_order() {
         use Step::*;
@@ -200,7 +255,7 @@ mod tests {
             plan(Task::Demo { in_guest: true }),
             vec![
                 Setup { vm_kernel: true },
-                BuildBins,
+                BuildBins { release: false },
                 Demo { in_guest: true }
             ]
         );
@@ -212,7 +267,7 @@ mod tests {
             vec![
                 Setup { vm_kernel: true },
                 HostTests,
-                BuildBins,
+                BuildBins { release: false },
                 BuildVmTestBinary,
                 VmTests
             ]
@@ -220,6 +275,23 @@ mod tests {
         assert_eq!(
             plan(Task::Vm { build: false }),
             vec![Setup { vm_kernel: true }, RunInGuest]
+        );
+        assert_eq!(
+            plan(Task::Bench(Bench::Isolation { smoke: false })),
+            vec![
+                Setup { vm_kernel: true },
+                InstallScxLayered,
+                BuildBins { release: true },
+                IsolationBench { smoke: false }
+            ]
+        );
+        assert_eq!(
+            plan(Task::Bench(Bench::Isolation { smoke: true })),
+            vec![
+                Setup { vm_kernel: true },
+                BuildBins { release: true },
+                IsolationBench { smoke: true }
+            ]
         );
         assert_eq!(plan(Task::Setup), vec![Setup { vm_kernel: true }]);
     }
