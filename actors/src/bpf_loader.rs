@@ -167,14 +167,57 @@ impl Default for LoaderTiming {
     }
 }
 
+/// The restart backoff: `initial_backoff`, doubling up to `max_backoff` with every exit or
+/// failed attach, back to `initial_backoff` once the scheduler has run `stable_after`. The
+/// runtime's loader and `corral sched` share it.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    timing: LoaderTiming,
+    next: Duration,
+    running_since: Option<Instant>,
+}
+
+impl Backoff {
+    /// A backoff at its initial delay.
+    pub fn new(timing: LoaderTiming) -> Self {
+        Backoff {
+            next: timing.initial_backoff,
+            timing,
+            running_since: None,
+        }
+    }
+
+    /// The scheduler attached at `now`.
+    pub fn attached(&mut self, now: Instant) {
+        self.running_since = Some(now);
+    }
+
+    /// The scheduler exited at `now`, or an attach failed (it was not running): the delay
+    /// before the next attempt.
+    pub fn delay_after_exit(&mut self, now: Instant) -> Duration {
+        if let Some(since) = self.running_since.take() {
+            if now.saturating_duration_since(since) >= self.timing.stable_after {
+                self.reset();
+            }
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.timing.max_backoff);
+        delay
+    }
+
+    /// Back to the initial delay (a stable run, or an operator's explicit start).
+    pub fn reset(&mut self) {
+        self.next = self.timing.initial_backoff;
+    }
+}
+
 /// Owns the scheduler's lifecycle.
 #[derive(Debug)]
 pub struct BpfLoader {
     support: SchedExtSupport,
     driver: Option<Box<dyn SchedulerDriver>>,
     timing: LoaderTiming,
-    backoff: Duration,
-    running_since: Option<Instant>,
+    backoff: Backoff,
     status: Arc<Mutex<SchedulerStatus>>,
     watch: Option<SpawnHandle>,
     telemetry: Arc<Telemetry>,
@@ -202,9 +245,8 @@ impl BpfLoader {
         BpfLoader {
             support,
             driver,
-            backoff: timing.initial_backoff,
+            backoff: Backoff::new(timing),
             timing,
-            running_since: None,
             status: Arc::new(Mutex::new(SchedulerStatus {
                 state,
                 attaches: 0,
@@ -243,7 +285,7 @@ impl BpfLoader {
         };
         match driver.attach() {
             Ok(()) => {
-                self.running_since = Some(Instant::now());
+                self.backoff.attached(Instant::now());
                 tracing::info!("sched_ext scheduler attached");
                 self.update(|s| {
                     s.state = SchedulerState::Running;
@@ -261,8 +303,7 @@ impl BpfLoader {
     }
 
     fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.timing.max_backoff);
+        let delay = self.backoff.delay_after_exit(Instant::now());
         self.update(|s| s.state = SchedulerState::BackingOff { delay });
         ctx.run_later(delay, |act, ctx| {
             if matches!(act.status().state, SchedulerState::BackingOff { .. }) {
@@ -289,17 +330,11 @@ impl BpfLoader {
         if let Some(exit) = driver.poll_exit() {
             tracing::error!(%exit, "the sched_ext scheduler exited; restarting it with backoff");
             let _ = driver.detach();
-            self.running_since = None;
             self.update(|s| {
                 s.exits += 1;
                 s.last_exit = Some(exit);
             });
             self.schedule_retry(ctx);
-        } else if self
-            .running_since
-            .is_some_and(|t| t.elapsed() >= self.timing.stable_after)
-        {
-            self.backoff = self.timing.initial_backoff;
         }
     }
 }
@@ -360,7 +395,7 @@ impl Handler<StartScheduler> for BpfLoader {
                 });
             }
             if self.driver.is_some() && self.status().state != SchedulerState::Running {
-                self.backoff = self.timing.initial_backoff;
+                self.backoff.reset();
                 self.attach(ctx);
             }
             Ok(self.status())

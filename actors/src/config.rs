@@ -50,6 +50,10 @@ pub struct GroupConfig {
     /// Whether idle CPUs of other groups may run this group's tasks.
     #[serde(default)]
     pub borrow: bool,
+    /// Whether the host group is kept off this group's CPUs even when every CPU belongs to a
+    /// group (see [`HostConfig`]); a `host.cpus` that names one of them is refused.
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 fn default_slice_us() -> u64 {
@@ -71,6 +75,8 @@ pub struct CpuGroup {
     pub order: GroupOrder,
     /// Whether idle CPUs elsewhere may borrow its work.
     pub borrow: bool,
+    /// Whether host tasks are kept off its CPUs.
+    pub exclusive: bool,
 }
 
 impl CpuGroup {
@@ -220,9 +226,137 @@ pub fn validate_groups(
             slice_ns: g.slice_us * 1_000,
             order: g.order,
             borrow: g.borrow,
+            exclusive: g.exclusive,
         });
     }
     Ok(out)
+}
+
+/// `[host]`: the host group, which runs every task whose cgroup no group is mapped to (the
+/// worker itself, containerd, system daemons, kernel threads) when the scheduler runs in full
+/// switch mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// A CPU list. Default: the online CPUs that no group reserves; when groups reserve every
+    /// CPU, the CPUs of the non-exclusive groups, where host tasks run only while the group
+    /// has nothing to run (they yield to it). CPUs of exclusive groups are never allowed.
+    #[serde(default)]
+    pub cpus: Option<String>,
+    /// Time slice of host tasks in microseconds.
+    #[serde(default = "default_slice_us")]
+    pub slice_us: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            cpus: None,
+            slice_us: default_slice_us(),
+        }
+    }
+}
+
+/// The validated host group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGroup {
+    /// Its CPUs, sorted.
+    pub cpus: Vec<u32>,
+    /// Of those, the CPUs that also belong to a group: the group runs first there, host
+    /// tasks when it has nothing (or once one has waited the starvation bound).
+    pub shared: Vec<u32>,
+    /// Time slice in nanoseconds.
+    pub slice_ns: u64,
+}
+
+impl HostGroup {
+    /// The CPU list in kernel syntax.
+    pub fn cpu_list(&self) -> String {
+        format_cpu_list(&self.cpus)
+    }
+}
+
+/// Works out the host group from `[host]`, the validated `groups` and the `online` CPUs (see
+/// [`HostConfig::cpus`] for the default), refusing CPUs that are offline or belong to an
+/// exclusive group.
+pub fn validate_host(
+    host: &HostConfig,
+    groups: &[CpuGroup],
+    online: &[u32],
+) -> Result<HostGroup, ActorError> {
+    if !(50..=1_000_000).contains(&host.slice_us) {
+        return Err(ActorError::invalid(
+            "host.slice_us",
+            host.slice_us,
+            "the time slice must be between 50 and 1000000 microseconds",
+        ));
+    }
+    let owner = |cpu: u32| groups.iter().find(|g| g.cpus.contains(&cpu));
+    let cpus: Vec<u32> = match &host.cpus {
+        Some(text) => {
+            let cpus = parse_cpu_list("host.cpus", text)?;
+            if cpus.is_empty() {
+                return Err(ActorError::invalid(
+                    "host.cpus",
+                    text,
+                    "the host group needs at least one CPU",
+                ));
+            }
+            for &cpu in &cpus {
+                if !online.contains(&cpu) {
+                    return Err(ActorError::invalid(
+                        "host.cpus",
+                        text,
+                        format!(
+                            "CPU {cpu} is not online (online CPUs: {})",
+                            format_cpu_list(online)
+                        ),
+                    ));
+                }
+                if let Some(g) = owner(cpu).filter(|g| g.exclusive) {
+                    return Err(ActorError::invalid(
+                        "host.cpus",
+                        text,
+                        format!(
+                            "CPU {cpu} belongs to the exclusive group `{}`; leave it out, or set                              exclusive = false on that group to share it",
+                            g.name
+                        ),
+                    ));
+                }
+            }
+            cpus
+        }
+        None => {
+            let free: Vec<u32> = online
+                .iter()
+                .copied()
+                .filter(|&c| owner(c).is_none())
+                .collect();
+            if !free.is_empty() {
+                free
+            } else {
+                let shareable: Vec<u32> = online
+                    .iter()
+                    .copied()
+                    .filter(|&c| owner(c).is_some_and(|g| !g.exclusive))
+                    .collect();
+                if shareable.is_empty() {
+                    return Err(ActorError::invalid(
+                        "host.cpus",
+                        "(unset)",
+                        "every online CPU belongs to an exclusive group, so the worker and the                          system would have nowhere to run: leave a CPU out of the groups, or                          make a group non-exclusive",
+                    ));
+                }
+                shareable
+            }
+        }
+    };
+    let shared = cpus.iter().copied().filter(|&c| owner(c).is_some()).collect();
+    Ok(HostGroup {
+        cpus,
+        shared,
+        slice_ns: host.slice_us * 1_000,
+    })
 }
 
 /// The inflight limiter: how many invocations may hold a lease at once.

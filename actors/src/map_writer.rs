@@ -126,6 +126,7 @@ impl Handler<PublishGroups> for MapWriter {
     fn handle(&mut self, msg: PublishGroups, ctx: &mut Context<Self>) -> Self::Result {
         guard::<Self, _, _>(NAME, "PublishGroups", ctx, || {
             self.backend.publish_groups(&msg.groups)?;
+            self.backend.publish_host(&msg.host)?;
             self.groups = msg.groups;
             Ok(())
         })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::Message;
 
 use crate::bpf_loader::SchedulerStatus;
-use crate::config::{CpuGroup, FunctionSpec, GroupId};
+use crate::config::{CpuGroup, FunctionSpec, GroupId, HostGroup};
 use crate::container_backend::{CgroupId, CgroupRef, Container, Enforcement};
 use crate::error::ActorError;
 use crate::lease::GroupLease;
@@ -137,6 +137,8 @@ pub struct PoolReport {
 pub struct PublishGroups {
     /// The validated groups.
     pub groups: Vec<CpuGroup>,
+    /// The host group (unmapped tasks), for backends that schedule it.
+    pub host: HostGroup,
 }
 
 /// Commits `cgroup → group` as one atomic operation and acknowledges it.

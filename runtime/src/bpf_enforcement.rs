@@ -1,9 +1,10 @@
 //! The `bpf` map-writer backend and the real scheduler driver, over `corral-bpf`.
 //!
 //! - [`BpfMapBackend`]: an enforcement is one update of the pinned cgroup map (cgroup id →
-//!   group), after which the threads of the cgroup and its descendants are switched to
-//!   `SCHED_EXT`; processes the
-//!   `local` backend starts later switch themselves (the acknowledgement says `sched_ext`).
+//!   group). In full switch mode (the default) that is all: the scheduler places every task by
+//!   its cgroup at its next enqueue. In partial mode the threads of the cgroup and its
+//!   descendants are then switched to `SCHED_EXT`; processes the `local` backend starts later
+//!   switch themselves (the acknowledgement says `sched_ext`).
 //!   The pinned maps are the source of truth the map writer's mirror is rebuilt from; they
 //!   outlive the scheduler and the runtime.
 //! - [`BpfSchedulerDriver`]: open → configure → load → attach through `corral_bpf::Scheduler`
@@ -14,13 +15,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_actors::bpf_loader::{SchedulerDriver, SchedulerExit};
-use corral_actors::config::{CpuGroup, GroupId, GroupOrder};
+use corral_actors::config::{CpuGroup, GroupId, GroupOrder, HostGroup};
 use corral_actors::container_backend::{CgroupId, CgroupRef, Enforcement};
 use corral_actors::error::BoxError;
 use corral_actors::map_backend::MapBackend;
 use corral_actors::ActorError;
 use corral_bpf::{
-    set_cgroup_tree_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, Scheduler, SchedulerConfig,
+    set_cgroup_tree_sched_ext, CgroupFlags, GroupSpec, PinnedMaps, SchedMode, Scheduler,
+    SchedulerConfig,
 };
 
 use crate::config::EnforcementConfig;
@@ -46,11 +48,20 @@ pub fn group_spec(g: &CpuGroup) -> GroupSpec {
     }
 }
 
+/// The host group as the scheduler's group table takes it.
+pub fn host_spec(h: &HostGroup) -> GroupSpec {
+    GroupSpec::new(h.cpus.iter().copied(), h.slice_ns)
+}
+
 /// Enforcement through the scheduler's pinned maps.
 #[derive(Debug)]
 pub struct BpfMapBackend {
     maps: PinnedMaps,
+    /// Full switch needs the map update only; partial mode also switches threads' policy.
+    mode: SchedMode,
     published: Vec<GroupId>,
+    /// Whether this backend published the host group.
+    published_host: bool,
     /// Cgroups whose threads this backend switched to `SCHED_EXT`, to switch back on removal.
     switched: BTreeMap<CgroupId, PathBuf>,
     /// Whether `close` unpublishes the groups: only when this runtime also runs the scheduler.
@@ -67,10 +78,18 @@ impl BpfMapBackend {
         )))?;
         Ok(BpfMapBackend {
             maps,
+            mode: SchedMode::Full,
             published: Vec::new(),
+            published_host: false,
             switched: BTreeMap::new(),
             owns_groups: true,
         })
+    }
+
+    /// Sets the scheduler mode the enforcements are for (default: full switch).
+    pub fn with_mode(mut self, mode: SchedMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Leaves the groups published at `close`, for a runtime that writes maps a separately run
@@ -110,6 +129,18 @@ impl MapBackend for BpfMapBackend {
         Ok(())
     }
 
+    fn publish_host(&mut self, host: &HostGroup) -> Result<(), ActorError> {
+        self.maps
+            .groups()
+            .publish_host(&host_spec(host))
+            .map_err(bpf_error(format!(
+                "publish the host group on CPUs {}",
+                host.cpu_list()
+            )))?;
+        self.published_host = true;
+        Ok(())
+    }
+
     fn enforce(&mut self, cgroup: &CgroupRef, group: &CpuGroup) -> Result<Enforcement, ActorError> {
         let previous = self
             .maps
@@ -126,7 +157,8 @@ impl MapBackend for BpfMapBackend {
                 "map cgroup {} to group {}",
                 cgroup.id, group.id
             )))?;
-        if let Some(path) = &cgroup.path {
+        let partial = self.mode == SchedMode::Partial;
+        if let Some(path) = cgroup.path.as_ref().filter(|_| partial) {
             if let Err(e) = set_cgroup_tree_sched_ext(path, true, |_| false) {
                 // One enforcement, whole or not at all: put the map back as it was.
                 let restored = match previous {
@@ -147,17 +179,19 @@ impl MapBackend for BpfMapBackend {
             cgroup: cgroup.id,
             group: group.id,
             cpus: group.cpus.clone(),
-            sched_ext: true,
+            sched_ext: partial,
             join: Vec::new(),
             commit_time: Duration::ZERO,
         })
     }
 
     fn remove(&mut self, cgroup: &CgroupRef) -> Result<bool, ActorError> {
-        let path = cgroup
-            .path
-            .clone()
-            .or_else(|| self.switched.get(&cgroup.id).cloned());
+        // Full switch never changed a policy, so there is nothing to switch back.
+        let path = match self.mode {
+            SchedMode::Partial => cgroup.path.clone(),
+            SchedMode::Full => None,
+        }
+        .or_else(|| self.switched.get(&cgroup.id).cloned());
         self.switched.remove(&cgroup.id);
         if let Some(path) = path.filter(|p| p.exists()) {
             set_cgroup_tree_sched_ext(&path, false, |_| false).map_err(bpf_error(format!(
@@ -186,6 +220,7 @@ impl MapBackend for BpfMapBackend {
         if !self.owns_groups {
             // A scheduler run by someone else (`corral sched`) keeps serving these groups.
             self.published.clear();
+            self.published_host = false;
             return Ok(());
         }
         for g in std::mem::take(&mut self.published) {
@@ -193,6 +228,12 @@ impl MapBackend for BpfMapBackend {
                 .groups()
                 .delete(g.0)
                 .map_err(bpf_error(format!("delete group {g}")))?;
+        }
+        if std::mem::take(&mut self.published_host) {
+            self.maps
+                .groups()
+                .delete_host()
+                .map_err(bpf_error("delete the host group".to_string()))?;
         }
         Ok(())
     }
@@ -206,11 +247,12 @@ pub struct BpfSchedulerDriver {
 }
 
 impl BpfSchedulerDriver {
-    /// A driver for the maps pinned under `pin_dir`.
-    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+    /// A driver for the maps pinned under `pin_dir`, loading the scheduler in `mode`.
+    pub fn new(pin_dir: impl Into<PathBuf>, mode: SchedMode) -> Self {
         BpfSchedulerDriver {
             config: SchedulerConfig {
                 pin_dir: pin_dir.into(),
+                mode,
                 ..SchedulerConfig::default()
             },
             scheduler: None,
@@ -258,12 +300,13 @@ pub(crate) type OpenedBpf = (Box<dyn MapBackend>, Option<Box<dyn SchedulerDriver
 
 /// Opens the `bpf` backend and, when configured, the scheduler driver.
 pub(crate) fn open(config: &EnforcementConfig) -> Result<OpenedBpf, ActorError> {
-    let mut backend = BpfMapBackend::open(&config.pin_dir)?;
+    let mode = config.mode.sched_mode();
+    let mut backend = BpfMapBackend::open(&config.pin_dir)?.with_mode(mode);
     if !config.load_scheduler {
         backend = backend.keep_groups_on_close();
     }
     let driver: Option<Box<dyn SchedulerDriver>> = config
         .load_scheduler
-        .then(|| Box::new(BpfSchedulerDriver::new(&config.pin_dir)) as Box<dyn SchedulerDriver>);
+        .then(|| Box::new(BpfSchedulerDriver::new(&config.pin_dir, mode)) as Box<dyn SchedulerDriver>);
     Ok((Box::new(backend), driver))
 }

@@ -25,8 +25,12 @@
 //! backend = "local"
 //! cgroup_parent = "/sys/fs/cgroup/corral"
 //!
+//! [host]              # CPUs of unmapped tasks; default: the CPUs no group reserves
+//! cpus = "2-3"
+//!
 //! [enforcement]
 //! backend = "auto"
+//! mode = "full"       # the default; "partial" schedules only SCHED_EXT tasks
 //!
 //! [[functions]]
 //! name = "resize"
@@ -36,8 +40,8 @@
 use std::path::PathBuf;
 
 use corral_actors::config::{
-    online_cpus, validate_groups, CpuGroup, FunctionSpec, GroupConfig, LimiterConfig,
-    MonitorConfig, PlacementConfig, PoolConfig,
+    online_cpus, validate_groups, validate_host, CpuGroup, FunctionSpec, GroupConfig, HostConfig,
+    HostGroup, LimiterConfig, MonitorConfig, PlacementConfig, PoolConfig,
 };
 use corral_actors::container_backend::local::is_cgroup2;
 use corral_actors::ActorError;
@@ -51,6 +55,9 @@ use crate::error::RuntimeError;
 pub struct RuntimeConfig {
     /// The CPU groups.
     pub groups: Vec<GroupConfig>,
+    /// The host group: CPUs of tasks whose cgroup is not mapped (full switch mode).
+    #[serde(default)]
+    pub host: HostConfig,
     /// The inflight limiter.
     #[serde(default)]
     pub limiter: LimiterConfig,
@@ -183,6 +190,30 @@ pub enum EnforcementKind {
     Memory,
 }
 
+/// Which tasks the scheduler takes (`enforcement.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerMode {
+    /// Every task; unmapped tasks run on the host group's CPUs. Placement follows a task's
+    /// cgroup at every enqueue, so enforcing a group is exactly one map update.
+    #[default]
+    Full,
+    /// Only `SCHED_EXT` tasks, for hosts that must keep the fair class for everything else.
+    /// Fair-class tasks preempt the groups' tasks; the map writer switches a mapped cgroup's
+    /// threads to `SCHED_EXT`, and the scheduler switches tasks that join it later.
+    Partial,
+}
+
+impl SchedulerMode {
+    /// The scheduler crate's mode.
+    pub fn sched_mode(self) -> corral_bpf::SchedMode {
+        match self {
+            SchedulerMode::Full => corral_bpf::SchedMode::Full,
+            SchedulerMode::Partial => corral_bpf::SchedMode::Partial,
+        }
+    }
+}
+
 /// Enforcement: map-writer backend and scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +221,9 @@ pub struct EnforcementConfig {
     /// The backend.
     #[serde(default)]
     pub backend: EnforcementKind,
+    /// `bpf`: full switch (default) or partial.
+    #[serde(default)]
+    pub mode: SchedulerMode,
     /// `bpf`: where the maps are pinned.
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
@@ -222,6 +256,7 @@ impl Default for EnforcementConfig {
     fn default() -> Self {
         EnforcementConfig {
             backend: EnforcementKind::Auto,
+            mode: SchedulerMode::Full,
             pin_dir: default_pin_dir(),
             load_scheduler: true,
             cpuset_v1_root: default_v1_root(),
@@ -237,6 +272,8 @@ pub struct ValidatedConfig {
     pub raw: RuntimeConfig,
     /// The checked groups.
     pub groups: Vec<CpuGroup>,
+    /// The host group.
+    pub host: HostGroup,
 }
 
 impl RuntimeConfig {
@@ -244,6 +281,7 @@ impl RuntimeConfig {
     pub fn with_groups(groups: Vec<GroupConfig>) -> Self {
         RuntimeConfig {
             groups,
+            host: HostConfig::default(),
             limiter: LimiterConfig::default(),
             monitor: MonitorConfig::default(),
             placement: PlacementConfig::default(),
@@ -267,6 +305,7 @@ impl RuntimeConfig {
     /// Checks every section against `online` CPUs.
     pub fn validate_against(&self, online: &[u32]) -> Result<ValidatedConfig, RuntimeError> {
         let groups = validate_groups(&self.groups, online)?;
+        let host = validate_host(&self.host, &groups, online)?;
         self.limiter.validate()?;
         self.monitor.validate()?;
         self.placement.validate(&groups)?;
@@ -302,6 +341,7 @@ impl RuntimeConfig {
         Ok(ValidatedConfig {
             raw: self.clone(),
             groups,
+            host,
         })
     }
 }

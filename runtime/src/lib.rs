@@ -39,9 +39,11 @@ pub mod stats;
 pub use bpf_enforcement::BpfMapBackend;
 pub use config::{
     ContainerBackendKind, ContainersConfig, EnforcementConfig, EnforcementKind, RuntimeConfig,
+    SchedulerMode,
 };
 pub use corral_actors::config::{
-    FunctionSpec, GroupConfig, GroupOrder, LimiterConfig, MonitorConfig, PlacementConfig,
+    FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,
+    PlacementConfig,
     PolicyKind, PressureSourceKind,
 };
 pub use corral_actors::messages::StartKind;

@@ -350,6 +350,7 @@ async fn setup(
     writer
         .send(PublishGroups {
             groups: groups.clone(),
+            host: validated.host.clone(),
         })
         .await
         .map_err(ActorError::mailbox("map writer", "PublishGroups"))??;
@@ -438,6 +439,7 @@ pub fn groups_from_cpu_lists(cpus: &[&str]) -> Vec<GroupConfig> {
             slice_us: 5_000,
             order: Default::default(),
             borrow: false,
+            exclusive: false,
         })
         .collect()
 }

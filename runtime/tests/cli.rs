@@ -164,9 +164,10 @@ fn with_sleeper(dir: &Path) -> Cgroup {
     Cgroup(dir.to_path_buf(), Some(child))
 }
 
-/// `corral map` is all or nothing: the map entry and the SCHED_EXT switch go together. Where the
-/// kernel has sched_ext both happen and `unmap` undoes them; where it does not, the switch fails
-/// and the entry is rolled back, so no half-applied mapping is left in the pinned map.
+/// `corral map` is all or nothing. For full switch (the default) it is the one map update, which
+/// `unmap` undoes. With `--partial` the map entry and the SCHED_EXT switch go together: where the
+/// kernel has sched_ext both happen; where it does not, the switch fails and the entry is rolled
+/// back, so no half-applied mapping is left in the pinned map.
 #[test]
 fn map_is_applied_whole_or_rolled_back() {
     let pins = Pins(PathBuf::from(format!(
@@ -182,6 +183,20 @@ fn map_is_applied_whole_or_rolled_back() {
     let id = corral_bpf::cgroup_id_of(&cg.0).unwrap();
     let pin = pins.0.to_str().unwrap();
     let out = corral(&["map", cg.0.to_str().unwrap(), "0", "--pin-dir", pin]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(maps.cgroups().get(id).unwrap().map(|e| e.group), Some(0));
+    let out = corral(&["unmap", cg.0.to_str().unwrap(), "--pin-dir", pin]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(maps.cgroups().get(id).unwrap(), None);
+
+    let out = corral(&[
+        "map",
+        cg.0.to_str().unwrap(),
+        "0",
+        "--partial",
+        "--pin-dir",
+        pin,
+    ]);
     if corral_bpf::check_sched_ext_support().is_ok() {
         assert!(out.status.success(), "{}", text(&out));
         assert_eq!(maps.cgroups().get(id).unwrap().map(|e| e.group), Some(0));

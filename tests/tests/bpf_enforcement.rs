@@ -29,6 +29,7 @@ fn groups() -> Vec<GroupConfig> {
             slice_us: 3_000,
             order: Default::default(),
             borrow: false,
+            exclusive: false,
         })
         .collect()
 }

@@ -35,6 +35,7 @@ fn groups() -> Vec<GroupConfig> {
             slice_us: 5_000,
             order: Default::default(),
             borrow: false,
+            exclusive: false,
         })
         .collect()
 }

@@ -92,6 +92,7 @@ fn groups(spec: &[(&str, &str)]) -> Vec<CpuGroup> {
             slice_us: 5_000,
             order: Default::default(),
             borrow: false,
+            exclusive: false,
         })
         .collect();
     // A pretend 16-CPU machine: the memory backend never touches real CPUs.

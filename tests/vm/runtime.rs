@@ -82,6 +82,7 @@ fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
         slice_us: 3_000,
         order: Default::default(),
         borrow: false,
+            exclusive: false,
     };
     let mut c = RuntimeConfig::with_groups(vec![group("a", "0"), group("b", "1")]);
     c.limiter.initial = 8;

@@ -14,7 +14,7 @@ pub mod memory;
 
 use std::fmt::Debug;
 
-use crate::config::{CpuGroup, GroupId};
+use crate::config::{CpuGroup, GroupId, HostGroup};
 use crate::container_backend::{CgroupId, CgroupRef, Enforcement};
 use crate::error::ActorError;
 
@@ -25,6 +25,12 @@ pub trait MapBackend: Send + Debug + 'static {
 
     /// Publishes the group layout (cpus, slice, order, borrow).
     fn publish_groups(&mut self, groups: &[CpuGroup]) -> Result<(), ActorError>;
+
+    /// Publishes the host group, the CPUs of tasks in unmapped cgroups. Only a scheduler that
+    /// takes every task has one; the default does nothing (cpuset leaves unmapped tasks alone).
+    fn publish_host(&mut self, _host: &HostGroup) -> Result<(), ActorError> {
+        Ok(())
+    }
 
     /// Commits `cgroup → group` as one atomic operation.
     fn enforce(&mut self, cgroup: &CgroupRef, group: &CpuGroup) -> Result<Enforcement, ActorError>;

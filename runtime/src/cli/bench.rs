@@ -156,6 +156,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             slice_us: 5000,
             order: Default::default(),
             borrow: false,
+            exclusive: false,
         },
         GroupConfig {
             name: "b".into(),
@@ -163,6 +164,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             slice_us: 5000,
             order: Default::default(),
             borrow: false,
+            exclusive: false,
         },
     ];
     let groups = validate_groups(&configs, &online)?;

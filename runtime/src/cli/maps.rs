@@ -26,6 +26,10 @@ pub struct MapArgs {
     /// Map only this cgroup, not its descendants.
     #[arg(long)]
     pub no_inherit: bool,
+    /// Also switch the cgroup's threads to SCHED_EXT, for a scheduler running in partial mode
+    /// (full switch, the default, places them by the map update alone).
+    #[arg(long)]
+    pub partial: bool,
     /// Where the maps are pinned.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
@@ -113,7 +117,9 @@ pub fn map(args: MapArgs) -> Result<()> {
     // The mapping and the policy switch go together: if the switch fails, put the map back.
     // Without --no-inherit the mapping covers descendant cgroups, so their threads switch too,
     // except in descendants that have a mapping of their own.
-    let switch = if args.no_inherit {
+    let switch = if !args.partial {
+        Ok(0)
+    } else if args.no_inherit {
         set_cgroup_sched_ext(&path, true)
     } else {
         set_cgroup_tree_sched_ext(&path, true, |child| separately_mapped(&maps, child))
@@ -139,7 +145,7 @@ pub fn map(args: MapArgs) -> Result<()> {
         }
     };
     println!(
-        "mapped {} (cgroup id {cgroup}) to group {} (CPUs {}){}; {switched} threads switched to SCHED_EXT",
+        "mapped {} (cgroup id {cgroup}) to group {} (CPUs {}){}{}",
         path.display(),
         args.group,
         cpu_list(&group.spec.cpus),
@@ -147,6 +153,11 @@ pub fn map(args: MapArgs) -> Result<()> {
             Some(p) if p.group != args.group => format!(", previously group {}", p.group),
             Some(_) => " (unchanged)".to_string(),
             None => String::new(),
+        },
+        if args.partial {
+            format!("; {switched} threads switched to SCHED_EXT")
+        } else {
+            String::new()
         }
     );
     Ok(())

@@ -1,13 +1,16 @@
-//! `corral sched`: load and attach the scheduler, publish the configuration's groups, and stay
-//! in the foreground until SIGINT or SIGTERM (or until the scheduler exits on its own). Then
-//! detach, print the exit reason, and record it where `corral status` finds it.
+//! `corral sched`: the scheduler as a node daemon. Load and attach it in the configured mode,
+//! publish the configuration's groups and host group, and stay in the foreground until SIGINT
+//! or SIGTERM. When the kernel stops the scheduler (an error, the watchdog, sysrq), print and
+//! record the exit where `corral status` finds it, and reattach with the runtime loader's
+//! backoff; the pinned maps, and with them every mapping, are kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use corral_actors::bpf_loader::{Backoff, LoaderTiming};
 use corral_bpf::{ExitInfo, Scheduler, SchedulerConfig};
 
 use super::config::CliConfig;
@@ -30,10 +33,11 @@ pub fn last_exit_file(pin_dir: &Path) -> PathBuf {
     Path::new("/run/corral").join(format!("last-exit.{key}"))
 }
 
-/// Run the scheduler in the foreground.
+/// Run the scheduler in the foreground, as a node daemon.
 #[derive(Debug, Args)]
 pub struct SchedArgs {
-    /// The configuration file whose [[groups]] are published (the rest is not used here).
+    /// The configuration file whose [[groups]], [host] and enforcement.mode are used (the rest
+    /// is not used here).
     #[arg(long, short)]
     pub config: PathBuf,
     /// Where the maps are pinned; defaults to the config's enforcement.pin_dir.
@@ -42,6 +46,18 @@ pub struct SchedArgs {
     /// Stop after this many seconds instead of waiting for a signal.
     #[arg(long)]
     pub duration_s: Option<u64>,
+    /// Exit when the scheduler exits instead of reattaching it with backoff (250 ms doubling
+    /// to 30 s, reset after 60 s of stable running, as the runtime's loader does).
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// Why the wait for the attached scheduler ended.
+enum Stop {
+    /// SIGINT/SIGTERM, or the duration was reached: detach and end.
+    Requested(&'static str),
+    /// The kernel stopped the scheduler.
+    Exited(ExitInfo),
 }
 
 pub fn run(args: SchedArgs) -> Result<i32> {
@@ -65,12 +81,68 @@ pub fn run(args: SchedArgs) -> Result<i32> {
         .pin_dir
         .clone()
         .unwrap_or_else(|| config.runtime.enforcement.pin_dir.clone());
+    let mode = config.runtime.enforcement.mode.sched_mode();
     let sched_config = SchedulerConfig {
         pin_dir: pin_dir.clone(),
+        mode,
         ..SchedulerConfig::default()
     };
-    let mut sched =
-        Scheduler::start(&sched_config).context("cannot load and attach the scheduler")?;
+    let deadline = args.duration_s.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut backoff = Backoff::new(LoaderTiming::default());
+    let mut last_error_exit = false;
+    loop {
+        let started = Scheduler::start(&sched_config).context("cannot load and attach the scheduler");
+        let stop = match started {
+            Ok(sched) => {
+                backoff.attached(Instant::now());
+                publish(&sched, &validated)?;
+                println!(
+                    "scheduler attached in {mode} mode (maps at {}); stop with Ctrl-C or SIGTERM",
+                    pin_dir.display()
+                );
+                let stop = watch(sched, &rx, deadline);
+                if let Stop::Exited(info) = &stop {
+                    println!("the scheduler exited on its own: {info}");
+                    record_exit(&last_exit_file(&pin_dir), info);
+                    last_error_exit = info.kind.is_error();
+                }
+                stop
+            }
+            Err(e) if args.no_restart => return Err(e),
+            Err(e) => {
+                eprintln!("corral sched: {e:#}");
+                last_error_exit = true;
+                Stop::Exited(ExitInfo {
+                    kind: corral_bpf::ExitKind::Other(0),
+                    reason: format!("{e:#}"),
+                    message: String::new(),
+                    exit_code: 0,
+                })
+            }
+        };
+        match stop {
+            Stop::Requested(why) => {
+                println!("{why}; detached");
+                return Ok(0);
+            }
+            Stop::Exited(_) if args.no_restart => return Ok(if last_error_exit { 1 } else { 0 }),
+            Stop::Exited(_) => {
+                let delay = backoff.delay_after_exit(Instant::now());
+                println!(
+                    "reattaching in {} ms (the maps and their groups are kept)",
+                    delay.as_millis()
+                );
+                if let Some(why) = wait_or_stop(&rx, deadline, delay) {
+                    println!("{why}; not reattaching");
+                    return Ok(if last_error_exit { 1 } else { 0 });
+                }
+            }
+        }
+    }
+}
+
+/// Publishes the configuration's groups and host group on the attached scheduler's maps.
+fn publish(sched: &Scheduler, validated: &corral::config::ValidatedConfig) -> Result<()> {
     for g in &validated.groups {
         let spec = corral::bpf_enforcement::group_spec(g);
         sched
@@ -79,50 +151,61 @@ pub fn run(args: SchedArgs) -> Result<i32> {
             .publish(g.id.0, &spec)
             .with_context(|| format!("cannot publish group `{}`", g.name))?;
         println!(
-            "group {} `{}`: CPUs {} slice {}µs",
+            "group {} `{}`: CPUs {} slice {}µs{}",
             g.id,
             g.name,
             g.cpu_list(),
-            g.slice_ns / 1000
+            g.slice_ns / 1000,
+            if g.exclusive { " exclusive" } else { "" }
         );
     }
+    let host = &validated.host;
+    sched
+        .maps()
+        .groups()
+        .publish_host(&corral::bpf_enforcement::host_spec(host))
+        .with_context(|| format!("cannot publish the host group on CPUs {}", host.cpu_list()))?;
     println!(
-        "scheduler attached (maps at {}); stop with Ctrl-C or SIGTERM",
-        pin_dir.display()
+        "host group (unmapped tasks): CPUs {}{}",
+        host.cpu_list(),
+        if host.shared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (shared with groups on {}: they run first there)",
+                corral_actors::config::format_cpu_list(&host.shared)
+            )
+        }
     );
+    Ok(())
+}
 
-    let deadline = args
-        .duration_s
-        .map(|s| std::time::Instant::now() + Duration::from_secs(s));
-    let exit = loop {
+/// Waits until the scheduler exits, a signal arrives or the deadline passes; detaches it.
+fn watch(mut sched: Scheduler, rx: &mpsc::Receiver<()>, deadline: Option<Instant>) -> Stop {
+    loop {
         if let Some(exit) = sched.exit_info() {
-            println!("the scheduler exited on its own");
-            break Some(exit);
+            return Stop::Exited(exit);
         }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            println!("duration reached; detaching");
-            break sched.detach();
+        if let Some(why) = wait_or_stop(rx, deadline, Duration::from_millis(200)) {
+            sched.detach();
+            return Stop::Requested(why);
         }
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(()) => {
-                println!("signal received; detaching");
-                break sched.detach();
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break sched.detach(),
-        }
-    };
-    drop(sched);
-    match &exit {
-        Some(info) => {
-            println!("exit: {info}");
-            record_exit(&last_exit_file(&pin_dir), info);
-            Ok(if info.kind.is_error() { 1 } else { 0 })
-        }
-        None => {
-            println!("exit: no exit information was reported");
-            Ok(0)
-        }
+    }
+}
+
+/// Sleeps `delay`, or less when a signal arrives or the deadline passes (then says which).
+fn wait_or_stop(
+    rx: &mpsc::Receiver<()>,
+    deadline: Option<Instant>,
+    delay: Duration,
+) -> Option<&'static str> {
+    let now = Instant::now();
+    let delay = deadline.map_or(delay, |d| delay.min(d.saturating_duration_since(now)));
+    match rx.recv_timeout(delay) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => Some("signal received"),
+        Err(mpsc::RecvTimeoutError::Timeout) => deadline
+            .is_some_and(|d| Instant::now() >= d)
+            .then_some("duration reached"),
     }
 }
 
