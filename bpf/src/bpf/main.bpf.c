@@ -117,6 +117,22 @@ static u64 nr_guests;
 /* CPU hotplug events seen (cpu_online + cpu_offline), for user space. */
 u64 nr_hotplug_events;
 
+/*
+ * CPUs the scheduler may place tasks on: the online CPUs at init, then kept by
+ * cpu_online/cpu_offline. The kernel's online mask still holds a CPU between
+ * its deactivation (when it stops dispatching) and its removal.
+ */
+private(CORRAL) struct bpf_cpumask __kptr *active_cpus;
+
+/* Slice of a task served because it waited too long (a guest): short, to bound the intrusion. */
+#define STARVED_SLICE_NS 1000000ULL
+
+/* Largest slice honoured, whatever the group table says (the configuration's limit). */
+#define MAX_SLICE_NS 1000000000ULL
+
+/* A queued task that waited this long is rescued even when its group could serve it. */
+#define HARD_RESCUE_NS 5000000000ULL
+
 /* What the hot paths know of a group, built by build_group() from the table. */
 struct group_state {
 	/* CPUs of the group; NULL while the slot is empty or the group deleted. */
@@ -183,8 +199,8 @@ struct cpu_ctx {
 	u64 owners;
 	/* When this CPU last scanned for stuck tasks. */
 	u64 rescued_at;
-	/* When this CPU last looked for starved host tasks (shared CPUs only). */
-	u64 host_checked_at;
+	/* When this CPU last served a task that waited too long behind its groups. */
+	u64 starved_at;
 	/* When a higher class took this CPU (cpu_release); 0 while it is ours. */
 	u64 released_at;
 	/* Non-zero when the CPU is in the host group's mask. */
@@ -235,6 +251,14 @@ static struct cpu_ctx *cpu_ctx_get(void)
 	u32 zero = 0;
 
 	return bpf_map_lookup_elem(&cpu_ctxs, &zero);
+}
+
+/* CPU @cpu's state; ops.running/stopping may run on another CPU than the task's. */
+static struct cpu_ctx *cpu_ctx_of(s32 cpu)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
 }
 
 static u64 map_generation(void)
@@ -359,25 +383,25 @@ static u32 resolve_group(struct task_struct *p, struct task_ctx *tctx)
 }
 
 /*
- * Whether some online CPU of @st's mask is one @p may use. When not, @p is an
- * affinity override. Checks the mask against the allowed and the online CPUs
+ * Whether some active CPU of @st's mask is one @p may use. When not, @p is an
+ * affinity override. Checks the mask against the allowed and the active CPUs
  * separately: a task whose only allowed CPUs in the group are offline passes
  * and is left to the rescue scan.
  */
 static bool placeable(struct task_struct *p, struct group_state *st)
 {
-	const struct cpumask *online;
-	struct bpf_cpumask *mask;
-	bool ok;
+	struct bpf_cpumask *mask, *active;
+	bool ok = true;
 
 	if (!st)
 		return false;
 	mask = st->mask;
 	if (!mask || !bpf_cpumask_intersects(cast_mask(mask), p->cpus_ptr))
 		return false;
-	online = scx_bpf_get_online_cpumask();
-	ok = bpf_cpumask_intersects(cast_mask(mask), online);
-	scx_bpf_put_cpumask(online);
+	/* Non-sleepable callers run in an RCU read section, which the kptr read needs. */
+	active = active_cpus;
+	if (active)
+		ok = bpf_cpumask_intersects(cast_mask(mask), cast_mask(active));
 	return ok;
 }
 
@@ -451,7 +475,6 @@ s32 BPF_STRUCT_OPS(corral_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	struct group_state *st;
 	struct task_ctx *tctx;
 	struct bpf_cpumask *mask;
-	bool is_idle = false;
 	u32 group;
 	s32 cpu;
 
@@ -462,13 +485,17 @@ s32 BPF_STRUCT_OPS(corral_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	group = resolve_group(p, tctx);
 	st = group_state_get(group);
 	if (!placeable(p, st)) {
-		/* An affinity override: any CPU it may use, an idle one first. */
-		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
-		if (is_idle) {
+		/*
+		 * An affinity override: a really idle CPU it may use (not a
+		 * sync-wakeup's waker CPU, which a ping-pong could monopolise).
+		 */
+		cpu = pick_idle_in(p, p->cpus_ptr, prev_cpu);
+		if (cpu >= 0) {
 			note_queued(tctx, group, bpf_ktime_get_ns(), true, PLACED_OVERRIDE);
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, group_slice(st), 0);
+			return cpu;
 		}
-		return cpu;
+		return prev_cpu;
 	}
 	mask = st->mask;
 	if (!mask)
@@ -526,8 +553,7 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 	tctx = task_ctx_get(p, true);
 	if (!tctx) {
 		/* No memory for the task's state: run it where it is, always allowed. */
-		scx_bpf_dsq_insert(p, CORRAL_DSQ_CPU_BASE + scx_bpf_task_cpu(p), host_slice_ns,
-				   enq_flags);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, host_slice_ns, enq_flags);
 		return;
 	}
 
@@ -552,15 +578,9 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	/*
-	 * @p is running on a CPU outside its group (it just entered sched_ext,
-	 * or its group changed under it): preempt it so it moves now rather
-	 * than at the end of its slice.
-	 */
-	if (!(enq_flags & SCX_ENQ_LAST) && scx_bpf_task_running(p) &&
-	    !bpf_cpumask_test_cpu(this_cpu, cast_mask(mask)))
-		scx_bpf_kick_cpu(this_cpu, SCX_KICK_PREEMPT);
-
+	/* A task new to the group starts at its clock, not with another group's vtime. */
+	if (tctx->group != group)
+		tctx->vtime = st->vtime_now;
 	note_queued(tctx, group, now, false, PLACED_GROUP);
 	if (group >= CORRAL_MAX_GROUPS || st->order == CORRAL_ORDER_VTIME) {
 		/* Bound the credit a task that slept long can bring back. */
@@ -587,11 +607,12 @@ void BPF_STRUCT_OPS(corral_enqueue, struct task_struct *p, u64 enq_flags)
 
 /*
  * Move the first task of DSQ @dsq_id that may run on @cpu to its local DSQ.
- * With @stuck_before non-zero, only a task queued before that time (see
- * rescue()). Returns whether a task moved. A global function, so that the
+ * With @stuck_before non-zero, only a task queued before that time; with
+ * @hard_before too, one queued after it only when its group cannot serve it
+ * (see rescue()). A non-zero @slice replaces the task's slice. Returns whether a task moved. A global function, so that the
  * verifier checks it once rather than at each of its many call sites.
  */
-__noinline int move_first(u64 dsq_id, s32 cpu, u64 stuck_before)
+__noinline int move_first(u64 dsq_id, s32 cpu, u64 stuck_before, u64 hard_before, u64 slice)
 {
 	struct task_struct *p;
 	struct task_ctx *tctx;
@@ -606,6 +627,12 @@ __noinline int move_first(u64 dsq_id, s32 cpu, u64 stuck_before)
 		tctx = task_ctx_get(p, false);
 		if (stuck_before && tctx && (!tctx->queued_at || tctx->queued_at > stuck_before))
 			continue;
+		/* Below the hard bound, rescue only tasks their group cannot serve. */
+		if (hard_before && tctx && tctx->queued_at > hard_before &&
+		    placeable(p, group_state_get(tctx->group)))
+			continue;
+		if (slice)
+			scx_bpf_dsq_move_set_slice(BPF_FOR_EACH_ITER, slice);
 		if (!scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
 			continue;
 		if (stuck_before && tctx)
@@ -627,7 +654,7 @@ static bool consume_group(u32 group, s32 cpu)
 	first = group_dsq(group, st->order);
 	second = group_dsq(group, st->order == CORRAL_ORDER_VTIME ? CORRAL_ORDER_FIFO :
 								     CORRAL_ORDER_VTIME);
-	if (!move_first(first, cpu, 0) && !move_first(second, cpu, 0))
+	if (!move_first(first, cpu, 0, 0, 0) && !move_first(second, cpu, 0, 0, 0))
 		return false;
 	stats = stats_get(group);
 	if (stats)
@@ -639,7 +666,7 @@ static bool consume_host(s32 cpu)
 {
 	struct corral_group_stats *stats;
 
-	if (!move_first(CORRAL_DSQ_HOST, cpu, 0))
+	if (!move_first(CORRAL_DSQ_HOST, cpu, 0, 0, 0))
 		return false;
 	stats = stats_get(CORRAL_HOST_GROUP);
 	if (stats)
@@ -656,18 +683,19 @@ static bool consume_host(s32 cpu)
 static bool rescue(s32 cpu, u64 now)
 {
 	u64 before = now > rescue_after_ns ? now - rescue_after_ns : 1;
+	u64 hard = now > HARD_RESCUE_NS ? now - HARD_RESCUE_NS : 1;
 	u32 group, other;
 
-	if (move_first(CORRAL_DSQ_HOST, cpu, before))
+	if (move_first(CORRAL_DSQ_HOST, cpu, before, hard, STARVED_SLICE_NS))
 		return true;
 	bpf_for(group, 0, CORRAL_MAX_GROUPS) {
-		if (move_first(CORRAL_DSQ_FIFO_BASE + group, cpu, before) ||
-		    move_first(CORRAL_DSQ_VTIME_BASE + group, cpu, before))
+		if (move_first(CORRAL_DSQ_FIFO_BASE + group, cpu, before, hard, STARVED_SLICE_NS) ||
+		    move_first(CORRAL_DSQ_VTIME_BASE + group, cpu, before, hard, STARVED_SLICE_NS))
 			return true;
 	}
-	/* Override queues of CPUs that went offline. */
+	/* Override queues, of this CPU and of CPUs that went offline. */
 	bpf_for(other, 0, nr_possible_cpus) {
-		if (other != cpu && move_first(CORRAL_DSQ_CPU_BASE + other, cpu, before))
+		if (move_first(CORRAL_DSQ_CPU_BASE + other, cpu, before, 0, STARVED_SLICE_NS))
 			return true;
 	}
 	return false;
@@ -696,14 +724,18 @@ void BPF_STRUCT_OPS(corral_dispatch, s32 cpu, struct task_struct *prev)
 	owners = cctx->owners;
 	starved = now > host_starve_ns ? now - host_starve_ns : 1;
 
-	/* Overrides queued on this CPU that waited too long behind its groups. */
-	if (owners && move_first(own_dsq, cpu, starved))
-		return;
-	/* Host tasks that waited too long for a CPU this one shares with groups. */
-	if (cctx->host && owners && now - cctx->host_checked_at > host_starve_ns / 4) {
-		cctx->host_checked_at = now;
-		if (move_first(CORRAL_DSQ_HOST, cpu, starved))
+	/*
+	 * Overrides queued on this CPU, and host tasks on a CPU shared with
+	 * groups, that waited too long: one of them per host_starve_ns window,
+	 * with a short slice, so that they are bounded both ways.
+	 */
+	if (now - cctx->starved_at > host_starve_ns) {
+		if (move_first(own_dsq, cpu, starved, 0, STARVED_SLICE_NS) ||
+		    (cctx->host && owners &&
+		     move_first(CORRAL_DSQ_HOST, cpu, starved, 0, STARVED_SLICE_NS))) {
+			cctx->starved_at = now;
 			return;
+		}
 	}
 
 	if (now - cctx->rescued_at > rescue_period_ns) {
@@ -729,7 +761,7 @@ void BPF_STRUCT_OPS(corral_dispatch, s32 cpu, struct task_struct *prev)
 	if (cctx->host && consume_host(cpu))
 		return;
 
-	if (move_first(own_dsq, cpu, 0))
+	if (move_first(own_dsq, cpu, 0, 0, 0))
 		return;
 
 	/* Groups that lend their queued tasks to idle CPUs outside them. */
@@ -746,9 +778,34 @@ void BPF_STRUCT_OPS(corral_dispatch, s32 cpu, struct task_struct *prev)
 		consume_group(stray - 1, cpu);
 }
 
+/*
+ * A running task whose placement changed under it (its cgroup was remapped,
+ * its group's CPUs changed, or in partial mode it just entered sched_ext
+ * where it ran) gets its slice ended, so that it moves within a tick rather
+ * than at the end of a long slice.
+ */
 void BPF_STRUCT_OPS(corral_tick, struct task_struct *p)
 {
-	check_debug_knob(scx_bpf_task_cpu(p), "tick");
+	struct group_state *st;
+	struct task_ctx *tctx;
+	struct bpf_cpumask *mask;
+	s32 cpu = scx_bpf_task_cpu(p);
+	u32 group;
+
+	check_debug_knob(cpu, "tick");
+
+	tctx = task_ctx_get(p, false);
+	if (!tctx || tctx->why != PLACED_GROUP)
+		return;
+	group = resolve_group(p, tctx);
+	st = group_state_get(group);
+	mask = st ? st->mask : NULL;
+	if (!mask)
+		return;
+	if (group != tctx->group ||
+	    (!bpf_cpumask_test_cpu(cpu, cast_mask(mask)) &&
+	     !(group < CORRAL_MAX_GROUPS && st->borrow)))
+		scx_bpf_task_set_slice(p, 0);
 }
 
 void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
@@ -773,15 +830,20 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	if (!stats)
 		return;
 
-	if (tctx->queued_at) {
-		lat = now > tctx->queued_at ? now - tctx->queued_at : 0;
-		stats->runs++;
-		stats->lat_sum_ns += lat;
-		stats->lat_hist[lat_bucket(lat) & (CORRAL_LAT_BUCKETS - 1)]++;
-		if (lat > stats->lat_max_ns)
-			stats->lat_max_ns = lat;
-		tctx->queued_at = 0;
-	}
+	/*
+	 * Only runs this scheduler queued are timed and judged: the kernel also
+	 * resumes tasks without ops.enqueue (migration-disabled and exiting
+	 * tasks, a task put back after a higher class preempted it).
+	 */
+	if (!tctx->queued_at)
+		return;
+	lat = now > tctx->queued_at ? now - tctx->queued_at : 0;
+	stats->runs++;
+	stats->lat_sum_ns += lat;
+	stats->lat_hist[lat_bucket(lat) & (CORRAL_LAT_BUCKETS - 1)]++;
+	if (lat > stats->lat_max_ns)
+		stats->lat_max_ns = lat;
+	tctx->queued_at = 0;
 
 	st = group_state_get(group);
 	if (!st)
@@ -801,7 +863,7 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	}
 
 	/* A guest: preemptible by the groups owning this CPU (see preempt_guest). */
-	cctx = cpu_ctx_get();
+	cctx = cpu_ctx_of(cpu);
 	if (cctx && cctx->owners && tctx->why != PLACED_OVERRIDE &&
 	    (group >= CORRAL_MAX_GROUPS || !(cctx->owners & (1ULL << group)))) {
 		if (!cctx->guest)
@@ -814,7 +876,7 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	if (nr > SLICE_QUEUE && p->scx.slice > min_slice_ns) {
 		u64 slice = p->scx.slice * SLICE_QUEUE / nr;
 
-		p->scx.slice = slice > min_slice_ns ? slice : min_slice_ns;
+		scx_bpf_task_set_slice(p, slice > min_slice_ns ? slice : min_slice_ns);
 	}
 
 	if ((group >= CORRAL_MAX_GROUPS || st->order == CORRAL_ORDER_VTIME) &&
@@ -829,7 +891,7 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 	struct cpu_ctx *cctx;
 	u64 now = bpf_ktime_get_ns(), ran;
 
-	cctx = cpu_ctx_get();
+	cctx = cpu_ctx_of(scx_bpf_task_cpu(p));
 	if (cctx && cctx->guest) {
 		cctx->guest = 0;
 		__sync_fetch_and_sub(&nr_guests, 1);
@@ -886,20 +948,53 @@ void BPF_STRUCT_OPS(corral_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *ar
 
 /*
  * CPU hotplug. Implementing both callbacks keeps the scheduler attached
- * (without them the kernel exits it on every hotplug). Nothing else is
- * needed: the kernel moves the tasks of an offlined CPU's local DSQ, enqueue
- * treats a group with no online CPU the task may use as an affinity
- * override, and the rescue scan takes tasks left in a queue no online CPU
- * serves.
+ * (without them the kernel exits it on every hotplug). They keep active_cpus,
+ * which enqueue checks: a group with no active CPU the task may use makes it
+ * an affinity override. The rescue scan is the net for anything left behind.
  */
+static void set_active(s32 cpu, bool on)
+{
+	struct bpf_cpumask *active;
+
+	active = active_cpus;
+	if (active) {
+		if (on)
+			bpf_cpumask_set_cpu(cpu, active);
+		else
+			bpf_cpumask_clear_cpu(cpu, active);
+	}
+}
+
 void BPF_STRUCT_OPS(corral_cpu_online, s32 cpu)
 {
 	__sync_fetch_and_add(&nr_hotplug_events, 1);
+	set_active(cpu, true);
 }
 
+/*
+ * @cpu stops dispatching. Put the tasks of the queues it served back through
+ * enqueue, which now sees it inactive: its override queue, the host queue and
+ * its groups' queues. Tasks re-enqueued on the offline CPU's own rq go to its
+ * local DSQ, which the kernel's hotplug path empties.
+ */
 void BPF_STRUCT_OPS(corral_cpu_offline, s32 cpu)
 {
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
+	u64 owners = cctx ? cctx->owners : 0;
+	u32 group;
+
 	__sync_fetch_and_add(&nr_hotplug_events, 1);
+	set_active(cpu, false);
+	if (!__COMPAT_has_generic_reenq())
+		return;
+	scx_bpf_dsq_reenq(CORRAL_DSQ_CPU_BASE + cpu, 0);
+	scx_bpf_dsq_reenq(CORRAL_DSQ_HOST, 0);
+	bpf_for(group, 0, CORRAL_MAX_GROUPS) {
+		if (owners & (1ULL << group)) {
+			scx_bpf_dsq_reenq(CORRAL_DSQ_FIFO_BASE + group, 0);
+			scx_bpf_dsq_reenq(CORRAL_DSQ_VTIME_BASE + group, 0);
+		}
+	}
 }
 
 s32 BPF_STRUCT_OPS(corral_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -985,6 +1080,8 @@ static int build_group(u32 group)
 	}
 
 	st->slice_ns = grp->slice_ns ? grp->slice_ns : host_slice_ns;
+	if (st->slice_ns > MAX_SLICE_NS)
+		st->slice_ns = MAX_SLICE_NS;
 	st->order = host ? CORRAL_ORDER_VTIME : grp->order;
 	st->borrow = host ? 0 : grp->borrow;
 	st->generation = grp->generation;
@@ -1071,8 +1168,27 @@ int corral_build_masks(struct corral_build_args *args)
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(corral_init)
 {
+	const struct cpumask *online;
+	struct bpf_cpumask *active;
 	s32 ret;
 	int i;
+
+	if (nr_possible_cpus > CORRAL_MAX_CPUS) {
+		scx_bpf_error("%u possible CPUs: corral's bitmaps describe at most %d",
+			      nr_possible_cpus, CORRAL_MAX_CPUS);
+		return -E2BIG;
+	}
+	active = bpf_cpumask_create();
+	if (!active) {
+		scx_bpf_error("failed to allocate the active CPU mask");
+		return -ENOMEM;
+	}
+	online = scx_bpf_get_online_cpumask();
+	bpf_cpumask_copy(active, online);
+	scx_bpf_put_cpumask(online);
+	active = bpf_kptr_xchg(&active_cpus, active);
+	if (active)
+		bpf_cpumask_release(active);
 
 	ret = scx_bpf_create_dsq(CORRAL_DSQ_HOST, -1);
 	if (ret) {
