@@ -443,3 +443,32 @@ impl Handler<StopScheduler> for BpfLoader {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The restart backoff doubles from the initial delay up to the cap, and a run longer than
+    /// `stable_after` resets it: what the loader and `corral sched` both rely on.
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets_after_a_stable_run() {
+        let timing = LoaderTiming::default();
+        let mut b = Backoff::new(timing);
+        let t0 = Instant::now();
+        let delays: Vec<u128> = (0..9).map(|_| b.delay_after_exit(t0).as_millis()).collect();
+        assert_eq!(
+            delays,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+        );
+        b.attached(t0);
+        assert_eq!(
+            b.delay_after_exit(t0 + Duration::from_secs(5)).as_millis(),
+            30000
+        );
+        b.attached(t0);
+        assert_eq!(
+            b.delay_after_exit(t0 + timing.stable_after).as_millis(),
+            250
+        );
+    }
+}

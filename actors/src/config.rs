@@ -351,7 +351,11 @@ pub fn validate_host(
             }
         }
     };
-    let shared = cpus.iter().copied().filter(|&c| owner(c).is_some()).collect();
+    let shared = cpus
+        .iter()
+        .copied()
+        .filter(|&c| owner(c).is_some())
+        .collect();
     Ok(HostGroup {
         cpus,
         shared,
@@ -825,5 +829,73 @@ mod tests {
         assert_eq!(m.next_limit(4, 30.0, &limiter), 4);
         assert_eq!(m.next_limit(4, 5.0, &limiter), 6);
         assert_eq!(m.next_limit(6, 0.0, &limiter), 6);
+    }
+
+    fn groups_of(spec: &[(&str, &str, bool)], online: &[u32]) -> Vec<CpuGroup> {
+        let configs: Vec<GroupConfig> = spec
+            .iter()
+            .map(|(name, cpus, exclusive)| GroupConfig {
+                name: (*name).into(),
+                cpus: (*cpus).into(),
+                slice_us: 5000,
+                order: GroupOrder::Fifo,
+                borrow: false,
+                exclusive: *exclusive,
+            })
+            .collect();
+        validate_groups(&configs, online).unwrap()
+    }
+
+    /// The host group defaults to the CPUs no group reserves; when groups reserve them all, to
+    /// the non-exclusive groups' CPUs (shared: host tasks yield there); never an exclusive
+    /// group's CPU, and a configuration leaving host tasks nowhere to run is refused by name.
+    #[test]
+    fn host_group_defaults_and_refusals_name_the_key() {
+        let online = [0, 1, 2, 3];
+        let host = HostConfig::default();
+        let g = groups_of(&[("a", "0", false), ("b", "1", true)], &online);
+        let h = validate_host(&host, &g, &online).unwrap();
+        assert_eq!((h.cpus.clone(), h.shared.clone()), (vec![2, 3], vec![]));
+        assert_eq!(h.slice_ns, 5_000_000);
+
+        let g = groups_of(&[("a", "0-1", false), ("b", "2-3", true)], &online);
+        let h = validate_host(&host, &g, &online).unwrap();
+        assert_eq!((h.cpus.clone(), h.shared.clone()), (vec![0, 1], vec![0, 1]));
+
+        let explicit = HostConfig {
+            cpus: Some("2".into()),
+            ..HostConfig::default()
+        };
+        let err = validate_host(&explicit, &g, &online)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("host.cpus") && err.contains("exclusive group `b`"),
+            "{err}"
+        );
+        let offline = HostConfig {
+            cpus: Some("7".into()),
+            ..HostConfig::default()
+        };
+        let err = validate_host(&offline, &g, &online)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CPU 7 is not online"), "{err}");
+
+        let g = groups_of(&[("a", "0-1", true), ("b", "2-3", true)], &online);
+        let err = validate_host(&host, &g, &online).unwrap_err().to_string();
+        assert!(
+            err.contains("host.cpus") && err.contains("exclusive"),
+            "{err}"
+        );
+
+        let bad_slice = HostConfig {
+            slice_us: 0,
+            ..HostConfig::default()
+        };
+        let err = validate_host(&bad_slice, &g, &online)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host.slice_us"), "{err}");
     }
 }

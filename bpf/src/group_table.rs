@@ -13,8 +13,8 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf_intf::{
     corral_consts_CORRAL_CPUMASK_WORDS, corral_consts_CORRAL_HOST_GROUP,
-    corral_consts_CORRAL_MAX_CPUS, corral_consts_CORRAL_MAX_GROUPS, corral_group, corral_order_CORRAL_ORDER_FIFO,
-    corral_order_CORRAL_ORDER_VTIME,
+    corral_consts_CORRAL_MAX_CPUS, corral_consts_CORRAL_MAX_GROUPS, corral_group,
+    corral_order_CORRAL_ORDER_FIFO, corral_order_CORRAL_ORDER_VTIME,
 };
 use crate::cpus::{online_cpus, possible_cpus};
 use crate::error::{Error, Result};

@@ -33,7 +33,8 @@ pub(crate) struct JoinerWatch {
 impl JoinerWatch {
     /// Starts draining the scheduler's `corral_joiners` ring buffer.
     pub(crate) fn start<T: std::fmt::Debug>(ring: &MapImpl<'_, T>) -> Result<JoinerWatch> {
-        let handle = MapHandle::try_from(ring).map_err(|e| Error::map("dup", "corral_joiners", e))?;
+        let handle =
+            MapHandle::try_from(ring).map_err(|e| Error::map("dup", "corral_joiners", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let switched = Arc::new(AtomicU64::new(0));
         let (thread_stop, thread_switched) = (stop.clone(), switched.clone());

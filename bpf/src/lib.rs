@@ -89,9 +89,7 @@ pub use cgroup::{
 };
 pub use cgroup_map::{CgroupEntry, CgroupFlags, CgroupMap};
 pub use error::{Error, Result};
-pub use group_table::{
-    GroupOrder, GroupSpec, GroupTable, Publication, PublishedGroup, HOST_GROUP,
-};
+pub use group_table::{GroupOrder, GroupSpec, GroupTable, Publication, PublishedGroup, HOST_GROUP};
 pub use pinned::{BuildReport, PinnedMaps, DEFAULT_PIN_DIR, LAYOUT_VERSION};
 pub use scheduler::{
     check_sched_ext_support, sched_ext_state, ExitInfo, ExitKind, SchedExtState, SchedMode,

@@ -18,8 +18,7 @@ use crate::bpf_intf::{
     corral_build_args, corral_consts_CORRAL_LAT_BUCKETS, corral_consts_CORRAL_LAYOUT_VERSION,
     corral_consts_CORRAL_MAX_CGROUPS, corral_consts_CORRAL_MAX_CPUS,
     corral_consts_CORRAL_MAX_GROUPS, corral_consts_CORRAL_NR_GROUP_SLOTS,
-    corral_consts_CORRAL_NR_STATS, corral_group,
-    corral_group_stats, corral_layout,
+    corral_consts_CORRAL_NR_STATS, corral_group, corral_group_stats, corral_layout,
 };
 use crate::cgroup_map::CgroupMap;
 use crate::error::{Error, Result};

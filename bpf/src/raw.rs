@@ -5,7 +5,8 @@
 //! as bytes reads no uninitialised memory and any byte pattern is a valid value.
 
 use crate::bpf_intf::{
-    corral_build_args, corral_cgroup, corral_group, corral_group_stats, corral_joiner, corral_layout,
+    corral_build_args, corral_cgroup, corral_group, corral_group_stats, corral_joiner,
+    corral_layout,
 };
 
 /// A plain-old-data struct shared with BPF; see the module documentation.

@@ -21,9 +21,9 @@ use crate::bpf_intf::{
     corral_consts_CORRAL_NR_GROUP_SLOTS, corral_mode_CORRAL_MODE_FULL,
     corral_mode_CORRAL_MODE_PARTIAL,
 };
-use crate::joiners::JoinerWatch;
 use crate::bpf_skel::{BpfSkel, BpfSkelBuilder, OpenBpfSkel};
 use crate::error::{Error, Result};
+use crate::joiners::JoinerWatch;
 use crate::pinned::{run_build_masks, BuildReport, PinnedMaps, BUILD_PROG, DEFAULT_PIN_DIR};
 
 const SCHED_EXT_DIR: &str = "/sys/kernel/sched_ext";
@@ -417,7 +417,9 @@ impl Scheduler {
             .bss_data
             .as_ref()
             // SAFETY: the mmap'ed .bss the BPF program updates atomically; a volatile read.
-            .map_or(0, |bss| unsafe { std::ptr::read_volatile(&bss.nr_hotplug_events) })
+            .map_or(0, |bss| unsafe {
+                std::ptr::read_volatile(&bss.nr_hotplug_events)
+            })
     }
 
     /// Rebuilds every group's cpumask from the group table (what a publish does for one group).

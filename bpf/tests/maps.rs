@@ -427,7 +427,8 @@ fn stats_are_summed_over_cpus() {
             v[0..8].copy_from_slice(&(cpu as u64 + 1).to_ne_bytes()); // enqueues
             v[24..32].copy_from_slice(&2u64.to_ne_bytes()); // runs
             v[56..64].copy_from_slice(&0u64.to_ne_bytes()); // violations
-            v[64 + 8 * 5..64 + 8 * 6].copy_from_slice(&2u64.to_ne_bytes()); // lat_hist[5]
+                                                            // lat_hist follows 13 u64 counters.
+            v[104 + 8 * 5..104 + 8 * 6].copy_from_slice(&2u64.to_ne_bytes()); // lat_hist[5]
             v
         })
         .collect();

@@ -305,8 +305,8 @@ pub(crate) fn open(config: &EnforcementConfig) -> Result<OpenedBpf, ActorError> 
     if !config.load_scheduler {
         backend = backend.keep_groups_on_close();
     }
-    let driver: Option<Box<dyn SchedulerDriver>> = config
-        .load_scheduler
-        .then(|| Box::new(BpfSchedulerDriver::new(&config.pin_dir, mode)) as Box<dyn SchedulerDriver>);
+    let driver: Option<Box<dyn SchedulerDriver>> = config.load_scheduler.then(|| {
+        Box::new(BpfSchedulerDriver::new(&config.pin_dir, mode)) as Box<dyn SchedulerDriver>
+    });
     Ok((Box::new(backend), driver))
 }

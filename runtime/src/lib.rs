@@ -43,8 +43,7 @@ pub use config::{
 };
 pub use corral_actors::config::{
     FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,
-    PlacementConfig,
-    PolicyKind, PressureSourceKind,
+    PlacementConfig, PolicyKind, PressureSourceKind,
 };
 pub use corral_actors::messages::StartKind;
 pub use corral_actors::ActorError;

@@ -126,10 +126,19 @@ fn bpf_backend_reads_back_entries_from_the_pins() {
     };
     let ack = first.enforce(&cgroup, &groups[1]).unwrap();
     assert!(
-        ack.sched_ext,
-        "bpf enforcement switches processes to SCHED_EXT"
+        !ack.sched_ext,
+        "full switch places processes by the map update alone: no SCHED_EXT switch"
     );
     drop(first);
+    let mut partial = BpfMapBackend::open(&pin_dir)
+        .unwrap()
+        .with_mode(corral_bpf::SchedMode::Partial);
+    let ack = partial.enforce(&cgroup, &groups[1]).unwrap();
+    assert!(
+        ack.sched_ext,
+        "partial-mode enforcement switches processes to SCHED_EXT"
+    );
+    drop(partial);
 
     let mut second = BpfMapBackend::open(&pin_dir).unwrap();
     assert_eq!(

@@ -26,7 +26,7 @@ fn group(name: &str, cpus: &str) -> GroupConfig {
         slice_us: 5_000,
         order: Default::default(),
         borrow: false,
-            exclusive: false,
+        exclusive: false,
     }
 }
 

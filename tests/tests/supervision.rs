@@ -30,7 +30,7 @@ fn config() -> RuntimeConfig {
         slice_us: 5_000,
         order: Default::default(),
         borrow: false,
-            exclusive: false,
+        exclusive: false,
     };
     let mut c = RuntimeConfig::with_groups(vec![group("a", "0"), group("b", "1")]);
     c.limiter.initial = 4;

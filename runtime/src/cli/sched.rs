@@ -87,11 +87,14 @@ pub fn run(args: SchedArgs) -> Result<i32> {
         mode,
         ..SchedulerConfig::default()
     };
-    let deadline = args.duration_s.map(|s| Instant::now() + Duration::from_secs(s));
+    let deadline = args
+        .duration_s
+        .map(|s| Instant::now() + Duration::from_secs(s));
     let mut backoff = Backoff::new(LoaderTiming::default());
     let mut last_error_exit = false;
     loop {
-        let started = Scheduler::start(&sched_config).context("cannot load and attach the scheduler");
+        let started =
+            Scheduler::start(&sched_config).context("cannot load and attach the scheduler");
         let stop = match started {
             Ok(sched) => {
                 backoff.attached(Instant::now());
