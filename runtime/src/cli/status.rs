@@ -74,5 +74,40 @@ pub fn run(args: StatusArgs) -> Result<()> {
         view.pin_dir, view.layout_version, view.generation
     );
     print_groups_and_cgroups(&view);
+    print_placement_health(&view);
     Ok(())
+}
+
+/// Says, per group, what kept its tasks from their CPUs: higher scheduling classes (in partial
+/// mode every fair-class task outranks the groups, so fair load starves them), runs outside the
+/// group's CPUs, and the longest run-queue wait.
+fn print_placement_health(view: &super::maps::MapsView) {
+    for s in &view.stats {
+        let name = s.group.map_or("host".to_string(), |g| format!("group {g}"));
+        if s.displaced > 0 {
+            println!(
+                "{name}: starved by higher scheduling classes: its CPUs were taken {} times for {:.0} ms                  (fair-class load in partial mode, or RT/deadline tasks)",
+                s.displaced, s.displaced_ms
+            );
+        }
+        if s.violations > 0 {
+            println!(
+                "{name}: {} runs outside its CPUs that nothing allowed (violations)",
+                s.violations
+            );
+        }
+        if s.affinity_overrides > 0 || s.rescued > 0 {
+            println!(
+                "{name}: {} runs outside its CPUs because the tasks' affinity excludes them, {}                  rescued after waiting in a queue no CPU served",
+                s.affinity_overrides, s.rescued
+            );
+        }
+        if s.runs > 0 {
+            println!(
+                "{name}: longest run-queue wait {:.1} ms over {} runs",
+                s.runqueue_latency_max_us / 1e3,
+                s.runs
+            );
+        }
+    }
 }
