@@ -318,7 +318,7 @@ pub fn validate_host(
                         "host.cpus",
                         text,
                         format!(
-                            "CPU {cpu} belongs to the exclusive group `{}`; leave it out, or set                              exclusive = false on that group to share it",
+                            "CPU {cpu} belongs to the exclusive group `{}`; leave it out, or set exclusive = false on that group to share it",
                             g.name
                         ),
                     ));
@@ -344,7 +344,7 @@ pub fn validate_host(
                     return Err(ActorError::invalid(
                         "host.cpus",
                         "(unset)",
-                        "every online CPU belongs to an exclusive group, so the worker and the                          system would have nowhere to run: leave a CPU out of the groups, or                          make a group non-exclusive",
+                        "every online CPU belongs to an exclusive group, so the worker and the system would have nowhere to run: leave a CPU out of the groups, or make a group non-exclusive",
                     ));
                 }
                 shareable

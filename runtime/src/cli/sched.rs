@@ -92,13 +92,22 @@ pub fn run(args: SchedArgs) -> Result<i32> {
         .map(|s| Instant::now() + Duration::from_secs(s));
     let mut backoff = Backoff::new(LoaderTiming::default());
     let mut last_error_exit = false;
+    let mut published_once = false;
     loop {
         let started =
             Scheduler::start(&sched_config).context("cannot load and attach the scheduler");
         let stop = match started {
             Ok(sched) => {
                 backoff.attached(Instant::now());
-                publish(&sched, &validated)?;
+                match publish(&sched, &validated) {
+                    Ok(()) => published_once = true,
+                    Err(e) if !published_once => return Err(e),
+                    // The pinned maps still hold the groups published before, e.g. while
+                    // one of their CPUs is offline: keep scheduling on those.
+                    Err(e) => {
+                        eprintln!("corral sched: {e:#}; the groups published earlier stay in force")
+                    }
+                }
                 println!(
                     "scheduler attached in {mode} mode (maps at {}); stop with Ctrl-C or SIGTERM",
                     pin_dir.display()

@@ -86,7 +86,7 @@ fn print_placement_health(view: &super::maps::MapsView) {
         let name = s.group.map_or("host".to_string(), |g| format!("group {g}"));
         if s.displaced > 0 {
             println!(
-                "{name}: starved by higher scheduling classes: its CPUs were taken {} times for {:.0} ms                  (fair-class load in partial mode, or RT/deadline tasks)",
+                "{name}: starved by higher scheduling classes: its CPUs were taken {} times for {:.0} ms (fair-class load in partial mode, or RT/deadline tasks)",
                 s.displaced, s.displaced_ms
             );
         }
@@ -98,7 +98,7 @@ fn print_placement_health(view: &super::maps::MapsView) {
         }
         if s.affinity_overrides > 0 || s.rescued > 0 {
             println!(
-                "{name}: {} runs outside its CPUs because the tasks' affinity excludes them, {}                  rescued after waiting in a queue no CPU served",
+                "{name}: {} runs outside its CPUs because the tasks' affinity excludes them, {} rescued after waiting in a queue no CPU served",
                 s.affinity_overrides, s.rescued
             );
         }
