@@ -118,8 +118,9 @@ pub fn thread_policy(tid: i32) -> Result<u32> {
     Ok(ret as u32 & !(libc::SCHED_RESET_ON_FORK as u32))
 }
 
-/// Switches every thread in the cgroup at `path` to `SCHED_EXT` (`enable`) or back to
-/// `SCHED_NORMAL`, and returns how many threads it switched.
+/// Switches every thread in the cgroup at `path` to `SCHED_EXT` (`enable`), or its `SCHED_EXT`
+/// threads back to `SCHED_NORMAL` (threads on any other policy, e.g. `SCHED_FIFO`, are left
+/// alone), and returns how many threads it switched.
 ///
 /// `cgroup.threads` is re-read until a pass finds no thread it has not switched yet, so threads
 /// created by a thread before it was switched are caught too. Threads that exit meanwhile are
@@ -134,6 +135,9 @@ pub fn set_cgroup_sched_ext(path: impl AsRef<Path>, enable: bool) -> Result<usiz
         for tid in cgroup_threads(path)? {
             if seen.insert(tid) {
                 new += 1;
+                if !enable && !matches!(thread_policy(tid), Ok(SCHED_EXT)) {
+                    continue;
+                }
                 if set_thread_policy(tid, policy)? {
                     switched += 1;
                 }

@@ -480,8 +480,9 @@ fn cgroup2_root() -> PathBuf {
         .expect("no cgroup2 mount")
 }
 
-/// Switching a cgroup's threads reaches every thread listed in `cgroup.threads`: back to
-/// `SCHED_NORMAL` works anywhere; `SCHED_EXT` works only where the kernel has sched_ext, and
+/// Switching a cgroup's threads reaches every thread listed in `cgroup.threads`: switching back
+/// to `SCHED_NORMAL` touches only `SCHED_EXT` threads (so a `SCHED_NORMAL` one counts 0, and an
+/// RT thread would keep its policy); `SCHED_EXT` works only where the kernel has sched_ext, and
 /// elsewhere fails with an error naming the thread.
 #[test]
 fn cgroup_threads_switch_policy() {
@@ -502,7 +503,7 @@ fn cgroup_threads_switch_policy() {
     let _ = std::fs::remove_dir(&dir);
 
     assert_eq!(threads, vec![pid]);
-    assert_eq!(to_normal.unwrap(), 1);
+    assert_eq!(to_normal.unwrap(), 0, "a SCHED_NORMAL thread is left alone");
     if std::path::Path::new("/sys/kernel/sched_ext").exists() {
         assert_eq!(to_ext.unwrap(), 1);
         assert_eq!(policy.unwrap(), corral_bpf::SCHED_EXT);
