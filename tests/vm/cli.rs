@@ -1,9 +1,10 @@
 //! VM test of the `corral` CLI as an operator uses it: `corral sched` in the foreground, then
 //! `corral map` / `corral unmap` / `corral maps dump` / `corral status` from other processes
-//! against its pinned maps, and SIGTERM ending `corral sched` with its exit reason.
+//! against its pinned maps, `corral sched` reattaching after the kernel stopped its scheduler,
+//! and SIGTERM ending it.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,49 @@ fn running_cpus(pid: u32, duration: Duration) -> Vec<u32> {
     cpus
 }
 
+/// Fails unless every running thread of `pid`, sampled for 2 s, is on one of `cpus`.
+fn assert_runs_on(pid: u32, cpus: &[u32], when: &str) {
+    let seen = running_cpus(pid, Duration::from_secs(2));
+    assert!(
+        seen.len() >= 50,
+        "{when}: too few samples of the running spinner: {}",
+        seen.len()
+    );
+    assert!(
+        seen.iter().all(|c| cpus.contains(c)),
+        "{when}: ran outside CPUs {cpus:?}: {seen:?}"
+    );
+}
+
+/// Fails unless every thread of `pid` has scheduling policy `policy`.
+fn assert_policies(pid: u32, policy: u32) {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let tid: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            corral_bpf::thread_policy(tid).unwrap(),
+            policy,
+            "thread {tid}"
+        );
+    }
+}
+
+/// The lines `corral sched` printed up to the first that starts with `prefix` (within 120 s).
+fn wait_for_line(rx: &mpsc::Receiver<String>, prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !seen.iter().any(|l: &String| l.starts_with(prefix)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(
+            rx.recv_timeout(left)
+                .unwrap_or_else(|_| panic!("corral sched printed no `{prefix}`: {seen:?}")),
+        );
+    }
+    seen
+}
+
 /// Kills and reaps on drop, and removes the cgroup.
 struct Cleanup {
     children: Vec<Child>,
@@ -69,20 +113,27 @@ impl Drop for Cleanup {
     }
 }
 
-/// `corral sched` publishes the config's groups and runs until SIGTERM; meanwhile `corral map`
-/// moves a cgroup onto group 1 with one map update, and a busy process in a child cgroup then
-/// runs only on CPUs 2-3 (the mapping is inherited and its threads are switched to SCHED_EXT),
-/// `corral maps dump` and `corral status` show it, and `corral unmap` returns the threads to the
-/// fair class. SIGTERM detaches the scheduler and `corral sched` prints the exit reason.
+/// `corral sched` (full switch, the default) publishes the config's groups and its `[host]`
+/// group (CPUs 0-1) and runs until SIGTERM; meanwhile `corral map` moves a cgroup onto group 1
+/// with one map update, and a busy process in a child cgroup, which ran on the host CPUs 0-1
+/// until then, runs only on CPUs 2-3 (the mapping is inherited; its threads stay
+/// `SCHED_NORMAL`, and nothing reports a policy switch). `corral maps dump` and `corral status`
+/// show the mapping. When the kernel stops the scheduler (sysrq-S), `corral sched` says why and
+/// reattaches on the same maps, and the process is back on CPUs 2-3. `corral unmap` returns it
+/// to the host group, on CPUs 0-1 only. SIGTERM detaches the scheduler and `corral sched` exits
+/// 0; `corral status` then shows sched_ext disabled and the recorded sysrq exit.
 #[test]
 fn sched_map_unmap_and_status_work_across_processes() {
     require_guest();
+    // `corral sched` attaches its own scheduler.
+    let _no_scheduler = crate::sched::without_shared_scheduler();
     let dir = std::env::temp_dir().join("corral-vm-cli");
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("groups.toml");
     std::fs::write(
         &config,
-        "[[groups]]\nname = \"low\"\ncpus = \"0-1\"\n[[groups]]\nname = \"high\"\ncpus = \"2-3\"\n",
+        "[[groups]]\nname = \"low\"\ncpus = \"0-1\"\n[[groups]]\nname = \"high\"\ncpus = \"2-3\"\n\
+         [host]\ncpus = \"0-1\"\n",
     )
     .unwrap();
     let mut cleanup = Cleanup {
@@ -111,18 +162,12 @@ fn sched_map_unmap_and_status_work_across_processes() {
             let _ = tx.send(line);
         }
     });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !seen
-        .iter()
-        .any(|l: &String| l.starts_with("scheduler attached"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        seen.push(
-            rx.recv_timeout(left)
-                .unwrap_or_else(|_| panic!("corral sched did not attach: {seen:?}")),
-        );
-    }
+    let seen = wait_for_line(&rx, "scheduler attached in full mode");
+    assert!(
+        seen.iter()
+            .any(|l| l == "host group (unmapped tasks): CPUs 0-1 (shared with groups on 0-1: they run first there)"),
+        "{seen:?}"
+    );
     assert_eq!(
         std::fs::read_to_string("/sys/kernel/sched_ext/state")
             .unwrap()
@@ -141,32 +186,28 @@ fn sched_map_unmap_and_status_work_across_processes() {
     let pid = spinner.id();
     cleanup.children.push(spinner);
     std::fs::write(leaf.join("cgroup.procs"), pid.to_string()).unwrap();
+    // Unmapped: a host task, on the host CPUs 0-1.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_runs_on(pid, &[0, 1], "in the host group before the map");
 
     let cg = cleanup.cgroup.to_str().unwrap().to_owned();
     let out = corral(&["map", &cg, "1", "--pin-dir", PIN_DIR]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("to group 1 (CPUs 2-3)"),
+        text(&out).contains("to group 1 (CPUs 2-3)") && !text(&out).contains("switched"),
         "{}",
         text(&out)
     );
     std::thread::sleep(Duration::from_millis(100));
-    let cpus = running_cpus(pid, Duration::from_secs(2));
-    assert!(
-        cpus.len() >= 50,
-        "too few samples of the running spinner: {}",
-        cpus.len()
-    );
-    assert!(
-        cpus.iter().all(|c| [2, 3].contains(c)),
-        "ran outside group 1 (CPUs 2-3): {cpus:?}"
-    );
+    assert_runs_on(pid, &[2, 3], "mapped to group 1");
+    assert_policies(pid, corral_bpf::SCHED_NORMAL);
 
     let out = corral(&["maps", "dump", "--json", "--pin-dir", PIN_DIR]);
     assert!(out.status.success(), "{}", text(&out));
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(view["cgroups"][0]["path"], cg.as_str());
     assert_eq!(view["cgroups"][0]["group"], 1);
+    assert_eq!(view["host_cpus"], "0-1");
     let high = view["stats"]
         .as_array()
         .unwrap()
@@ -181,6 +222,21 @@ fn sched_map_unmap_and_status_work_across_processes() {
     assert!(status.contains("sched_ext: Enabled"), "{status}");
     assert!(status.contains(&cg), "{status}");
 
+    // The kernel stops the scheduler (sysrq-S); corral sched reattaches on the same maps.
+    std::fs::write("/proc/sysrq-trigger", "S").expect("sysrq-S");
+    let seen = wait_for_line(&rx, "scheduler attached in full mode");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("the scheduler exited on its own: SysRq")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("reattaching in")),
+        "{seen:?}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_runs_on(pid, &[2, 3], "mapped to group 1 after the reattach");
+
     let out = corral(&["unmap", &cg, "--pin-dir", PIN_DIR]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -188,18 +244,11 @@ fn sched_map_unmap_and_status_work_across_processes() {
         "{}",
         text(&out)
     );
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let tid: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
-        assert_eq!(
-            corral_bpf::thread_policy(tid).unwrap(),
-            corral_bpf::SCHED_NORMAL
-        );
-    }
+    assert_policies(pid, corral_bpf::SCHED_NORMAL);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_runs_on(pid, &[0, 1], "back in the host group after the unmap");
 
-    // SIGTERM: detach, print the reason, exit 0 (an orderly unregister).
+    // SIGTERM: detach, say so, exit 0.
     // SAFETY: kill with a valid pid and signal.
     assert_eq!(unsafe { libc::kill(sched_pid as i32, libc::SIGTERM) }, 0);
     let sched = &mut cleanup.children[0];
@@ -210,7 +259,7 @@ fn sched_map_unmap_and_status_work_across_processes() {
         "corral sched exited with {status}: {rest:?}"
     );
     assert!(
-        rest.iter().any(|l| l.starts_with("exit: Unregistered")),
+        rest.iter().any(|l| l == "signal received; detached"),
         "{rest:?}"
     );
     assert_eq!(
@@ -222,7 +271,7 @@ fn sched_map_unmap_and_status_work_across_processes() {
     let out = corral(&["status", "--pin-dir", PIN_DIR]);
     let status = text(&out);
     assert!(status.contains("sched_ext: Disabled"), "{status}");
-    assert!(status.contains("last exit: Unregistered"), "{status}");
+    assert!(status.contains("last exit: SysRq"), "{status}");
 }
 
 /// `corral run` with the `bpf` backend and `load_scheduler = false`, but no `corral sched`
@@ -231,6 +280,7 @@ fn sched_map_unmap_and_status_work_across_processes() {
 #[test]
 fn run_without_an_attached_scheduler_warns_and_fails() {
     require_guest();
+    let _no_scheduler = crate::sched::without_shared_scheduler();
     assert_eq!(
         std::fs::read_to_string("/sys/kernel/sched_ext/state")
             .unwrap()

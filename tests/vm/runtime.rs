@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use corral::{
     ContainerBackendKind, EnforcementKind, FunctionSpec, GroupConfig, PolicyKind, Runtime,
-    RuntimeConfig, StartKind,
+    RuntimeConfig, SchedulerMode, StartKind,
 };
 use corral_actors::bpf_loader::SchedulerState;
 use corral_bpf::PinnedMaps;
@@ -28,8 +28,8 @@ fn field<'a>(output: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{key}` line in the function's output:\n{output}"))
 }
 
-/// Checks a `corral-spin --report` result: it ran with scheduling `policy` (0 fair, 7
-/// SCHED_EXT) and only on its group's CPU (`fa` on 0, `fb` on 1). Returns that CPU.
+/// Checks a `corral-spin --report` result: it ran with scheduling `policy` (0 `SCHED_NORMAL`, 7
+/// `SCHED_EXT`) and only on its group's CPU (`fa` on 0, `fb` on 1). Returns that CPU.
 fn assert_ran_in_group(r: &corral::InvocationResult, policy: &str) -> &'static str {
     let out = String::from_utf8_lossy(&r.output);
     let cpu = if r.function == "fa" { "0" } else { "1" };
@@ -82,7 +82,7 @@ fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
         slice_us: 3_000,
         order: Default::default(),
         borrow: false,
-            exclusive: false,
+        exclusive: false,
     };
     let mut c = RuntimeConfig::with_groups(vec![group("a", "0"), group("b", "1")]);
     c.limiter.initial = 8;
@@ -104,6 +104,7 @@ fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
 #[test]
 fn runtime_confines_functions_with_cgroup_v2_cpuset_without_a_scheduler() {
     require_guest();
+    let _no_scheduler = crate::sched::without_shared_scheduler();
     let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-cpuset");
     let mut c = two_group_config(&parent);
     c.enforcement.backend = EnforcementKind::Cpuset;
@@ -139,19 +140,23 @@ fn runtime_confines_functions_with_cgroup_v2_cpuset_without_a_scheduler() {
     });
 }
 
-/// Eight CPU-bound invocations at once, `fa` and `fb` alternating:
-/// every function thread runs under `SCHED_EXT` and only on its group's CPU, and the
-/// scheduler's statistics agree (runs counted in both groups, zero violations). Shutdown
-/// removes every cgroup entry and detaches the scheduler.
+/// Eight CPU-bound invocations at once, `fa` and `fb` alternating, with the scheduler the
+/// runtime loads in full switch (the default enforcement mode): every function thread stays
+/// `SCHED_NORMAL` (one map update per container places it, no policy switch) and runs only on
+/// its group's CPU, and the scheduler's statistics agree (runs counted in both groups, zero
+/// violations). Shutdown removes every cgroup entry and detaches the scheduler.
 #[test]
 fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
     require_guest();
+    // The runtime attaches its own scheduler; the suite's shared one must be off meanwhile.
+    let _no_scheduler = crate::sched::without_shared_scheduler();
     let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-runtime");
     let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-runtime");
     let mut c = two_group_config(&parent);
     c.enforcement.backend = EnforcementKind::Bpf;
     c.enforcement.pin_dir = pin_dir.clone();
     c.enforcement.load_scheduler = true;
+    assert_eq!(c.enforcement.mode, SchedulerMode::Full, "the default mode");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,7 +178,7 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
         let mut starts = Vec::new();
         for call in calls {
             let r = call.await.unwrap().expect("invocation");
-            assert_ran_in_group(&r, "7");
+            assert_ran_in_group(&r, "0");
             starts.push(r.start);
         }
         assert!(starts.contains(&StartKind::Cold));

@@ -1,65 +1,118 @@
-//! VM tests of the sched_ext scheduler: placement, nested cgroups, remap, fallback, statistics
-//! and failure, on the real kernel path (4 vCPUs, run with `--test-threads=1`).
+//! VM tests of the sched_ext scheduler: placement, nested cgroups, remap, the host group,
+//! statistics and failure, on the real kernel path (4 vCPUs, run with `--test-threads=1`), and
+//! the helpers that the isolation tests ([`crate::isolation`]) share with them.
 //!
-//! The workloads are CPU-bound processes put in a cgroup per group and switched to `SCHED_EXT`:
-//! busybox shell loops, and `corral-spin --threads N`, the workspace's multi-threaded spinner
-//! that the harness puts on the guest's PATH. Placement is observed from outside, as a user would: every thread's
-//! `processor` (field 39 of `/proc/<pid>/task/<tid>/stat`), sampled while the thread is running
-//! (state `R`; a sleeping thread's field shows where it last ran, which may predate the
-//! scheduler).
+//! The scheduler runs in full switch (its default): it schedules every task, and places a task
+//! by its cgroup alone, so the workloads stay `SCHED_NORMAL`. They are CPU-bound processes put
+//! in a cgroup per group: busybox shell loops, and `corral-spin --threads N`, the workspace's
+//! multi-threaded spinner that the harness puts on the guest's PATH. Placement is observed from
+//! outside, as a user would: every thread's `processor` (field 39 of
+//! `/proc/<pid>/task/<tid>/stat`), sampled while the thread is running (state `R`; a sleeping
+//! thread's field shows where it last ran, which may predate the scheduler).
 //!
 //! The tests share one attached scheduler on the pins under `/sys/fs/bpf/corral-vm-sched` (see
-//! [`SHARED`]); a test that needs sched_ext off (the placement control run, CPU hotplug) or
-//! stops it (the failure test) detaches it, and the next test re-attaches. It stays attached
-//! after the last test, until the guest powers off.
+//! [`SHARED`]); a test that needs sched_ext off (the placement control run, a scheduler of its
+//! own) or stops it (the failure test) detaches it, and the next test re-attaches. It stays
+//! attached after the last test, until the guest powers off.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use corral_bpf::{
-    cgroup_id_of, sched_ext_state, set_cgroup_sched_ext, thread_policy, CgroupFlags, ExitKind,
-    GroupOrder, GroupSpec, PinnedMaps, SchedExtState, Scheduler, SchedulerConfig, SCHED_EXT,
+    cgroup_id_of, sched_ext_state, thread_policy, CgroupFlags, ExitKind, GroupOrder, GroupSpec,
+    PinnedMaps, SchedExtState, SchedMode, Scheduler, SchedulerConfig, SCHED_NORMAL,
 };
 use corral_tests::guest::require_guest;
 
 /// Group 0 of the tests: CPUs 0 and 1.
-const LOW: [u32; 2] = [0, 1];
+pub(crate) const LOW: [u32; 2] = [0, 1];
 /// Group 1 of the tests: CPUs 2 and 3.
-const HIGH: [u32; 2] = [2, 3];
+pub(crate) const HIGH: [u32; 2] = [2, 3];
 /// Time slice of the test groups.
-const SLICE_NS: u64 = 5_000_000;
-/// A cgroup v2 directory made for one test; its processes are killed and it is removed on drop.
-struct TestCgroup {
+pub(crate) const SLICE_NS: u64 = 5_000_000;
+
+/// A cgroup v2 directory made for one test. On drop its mapping (if [`TestCgroup::map`] made
+/// one) is removed, its processes are killed and the directory is removed.
+pub(crate) struct TestCgroup {
     path: PathBuf,
+    /// Whether this cgroup has an entry in the shared maps' cgroup map.
+    mapped: Cell<bool>,
 }
 
 impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
+    pub(crate) fn new(name: &str) -> TestCgroup {
         Self::at(Path::new("/sys/fs/cgroup").join(format!("corral-vm-{name}")))
     }
 
     fn at(path: PathBuf) -> TestCgroup {
         if path.exists() {
-            drop(TestCgroup { path: path.clone() });
+            drop(Self::existing(path.clone()));
         }
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        TestCgroup { path }
+        Self::existing(path)
     }
 
-    fn child(&self, name: &str) -> TestCgroup {
+    fn existing(path: PathBuf) -> TestCgroup {
+        TestCgroup {
+            path,
+            mapped: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn child(&self, name: &str) -> TestCgroup {
         Self::at(self.path.join(name))
     }
 
-    fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         cgroup_id_of(&self.path).expect("cgroup id")
     }
 
+    /// Maps this cgroup (and its descendants) to `group`, or remaps it: one map update.
+    pub(crate) fn map(&self, maps: &PinnedMaps, group: u32) {
+        maps.cgroups()
+            .insert(self.id(), group, CgroupFlags::NONE)
+            .unwrap_or_else(|e| panic!("map {} to group {group}: {e}", self.path.display()));
+        self.mapped.set(true);
+    }
+
+    /// Removes this cgroup's mapping; its tasks go back to the host group.
+    pub(crate) fn unmap(&self, maps: &PinnedMaps) {
+        maps.cgroups()
+            .remove(self.id())
+            .unwrap_or_else(|e| panic!("unmap {}: {e}", self.path.display()));
+        self.mapped.set(false);
+    }
+
     /// Moves process `pid` (all its threads) into this cgroup.
-    fn adopt(&self, pid: u32) {
+    pub(crate) fn adopt(&self, pid: u32) {
         std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
             .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
+    }
+
+    /// Prints every process of the cgroup with its state, wait channel, policy and kernel
+    /// stack: what a failure message needs when a workload stalled.
+    pub(crate) fn describe_processes(&self) {
+        println!("{}:", self.path.display());
+        for pid in self.pids() {
+            let read = |f: &str| {
+                std::fs::read_to_string(format!("/proc/{pid}/{f}"))
+                    .unwrap_or_else(|e| format!("({e})"))
+            };
+            let stat = read("stat");
+            let state = corral_bpf::cpus::stat_fields_after_comm(&stat)
+                .map(|f| format!("state {} cpu {}", f[0], f.get(36).unwrap_or(&"?")))
+                .unwrap_or_default();
+            println!(
+                "  {pid} {} {state} wchan {} policy {:?}\n{}",
+                read("comm").trim(),
+                read("wchan").trim(),
+                thread_policy(pid).ok(),
+                read("stack")
+            );
+        }
     }
 
     fn pids(&self) -> Vec<i32> {
@@ -69,19 +122,19 @@ impl TestCgroup {
             .filter_map(|l| l.trim().parse().ok())
             .collect()
     }
-
-    /// Switches every thread of the cgroup to `SCHED_EXT`.
-    fn enable_sched_ext(&self) -> usize {
-        set_cgroup_sched_ext(&self.path, true).expect("switch threads to SCHED_EXT")
-    }
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
+        if self.mapped.get() {
+            if let Ok(id) = cgroup_id_of(&self.path) {
+                let _ = shared_maps().cgroups().remove(id);
+            }
+        }
         if let Ok(entries) = std::fs::read_dir(&self.path) {
             for e in entries.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    drop(TestCgroup { path: e.path() });
+                    drop(Self::existing(e.path()));
                 }
             }
         }
@@ -101,33 +154,65 @@ impl Drop for TestCgroup {
     }
 }
 
-/// CPU-bound processes; killed and reaped on drop.
+/// The test's processes; killed and reaped on drop.
 #[derive(Default)]
-struct Workload {
+pub(crate) struct Workload {
     children: Vec<Child>,
 }
 
 impl Workload {
     /// A single-threaded busy loop (busybox sh).
-    fn spin_shell(&mut self, cgroup: &TestCgroup) -> u32 {
+    pub(crate) fn spin_shell(&mut self, cgroup: &TestCgroup) -> u32 {
+        self.shell_in(cgroup, "while :; do :; done")
+    }
+
+    /// `script` run by busybox sh that first moves itself into `cgroup`, so that everything it
+    /// starts is born there.
+    pub(crate) fn shell_in(&mut self, cgroup: &TestCgroup, script: &str) -> u32 {
+        let procs = cgroup.path.join("cgroup.procs");
         let child = Command::new("busybox")
-            .args(["sh", "-c", "while :; do :; done"])
+            .args([
+                "sh",
+                "-c",
+                &format!("echo $$ > {} || exit 1\n{script}", procs.display()),
+            ])
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn busybox sh");
-        self.adopt(cgroup, child)
+        let pid = child.id();
+        self.children.push(child);
+        // Wait for the move, so that the caller's measurements see the process in place.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cgroup.pids().contains(&(pid as i32)) {
+            assert!(
+                Instant::now() < deadline,
+                "{pid} did not join {}",
+                cgroup.path.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pid
     }
 
     /// `corral-spin` (on the guest's PATH) with `threads` busy threads, until it is killed.
-    fn spin_threads(&mut self, cgroup: &TestCgroup, threads: usize) -> u32 {
+    pub(crate) fn spin_threads(&mut self, cgroup: &TestCgroup, threads: usize) -> u32 {
+        let pid = self.spin_threads_here(threads);
+        cgroup.adopt(pid);
+        pid
+    }
+
+    /// `corral-spin` with `threads` busy threads, left in this test process's cgroup; returns
+    /// once its threads run.
+    pub(crate) fn spin_threads_here(&mut self, threads: usize) -> u32 {
         let child = Command::new("corral-spin")
             .args(["--millis", "3600000", "--threads", &threads.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn the spinner");
-        let pid = self.adopt(cgroup, child);
-        // Wait until the spinner's threads exist, so the policy switch and sampling see them.
+        let pid = child.id();
+        self.children.push(child);
+        // Wait until the spinner's threads exist, so that sampling sees them.
         let deadline = Instant::now() + Duration::from_secs(10);
         while busy_threads(pid) < threads {
             assert!(
@@ -139,14 +224,7 @@ impl Workload {
         pid
     }
 
-    fn adopt(&mut self, cgroup: &TestCgroup, child: Child) -> u32 {
-        let pid = child.id();
-        self.children.push(child);
-        cgroup.adopt(pid);
-        pid
-    }
-
-    fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         self.children.iter().map(|c| c.id()).collect()
     }
 }
@@ -168,7 +246,7 @@ fn stat_fields(path: &Path) -> Option<Vec<String>> {
 }
 
 /// The threads of `pid`.
-fn tids(pid: u32) -> Vec<u32> {
+pub(crate) fn tids(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
             d.flatten()
@@ -178,7 +256,7 @@ fn tids(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// How many threads of `pid` have used CPU time (the spinner's helper threads do).
+/// How many threads of `pid` are runnable (state `R`; the spinner's helper threads are).
 fn busy_threads(pid: u32) -> usize {
     tids(pid)
         .into_iter()
@@ -190,8 +268,16 @@ fn busy_threads(pid: u32) -> usize {
         .count()
 }
 
-/// Total CPU time (utime + stime, in clock ticks) of `pid`'s threads.
-fn cpu_ticks(pid: u32) -> u64 {
+/// The scheduling policy of every thread of `pid`.
+pub(crate) fn policies(pid: u32) -> Vec<u32> {
+    tids(pid)
+        .into_iter()
+        .filter_map(|tid| thread_policy(tid as i32).ok())
+        .collect()
+}
+
+/// Total CPU time (utime + stime, in clock ticks of 10 ms) of `pid`'s threads.
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let f = stat_fields(Path::new(&format!("/proc/{pid}/stat"))).expect("read stat");
     // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
@@ -199,29 +285,29 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// One observation of a running thread.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    pid: u32,
+pub(crate) struct Sample {
+    pub(crate) pid: u32,
     /// Shown in failure messages.
     #[allow(dead_code)]
-    tid: u32,
-    cpu: u32,
+    pub(crate) tid: u32,
+    pub(crate) cpu: u32,
 }
 
 /// Sampling rounds every placement check takes at least.
-const MIN_ROUNDS: usize = 300;
+pub(crate) const MIN_ROUNDS: usize = 300;
 /// Longest a sampling may take to reach [`MIN_ROUNDS`] on a loaded machine.
 const SAMPLING_LIMIT: Duration = Duration::from_secs(120);
 
 /// Samples every running thread of `pids`, round after round (1 ms apart), for at least
 /// `duration` and at least [`MIN_ROUNDS`] rounds; returns the samples and the number of rounds.
-fn sample_cpus(pids: &[u32], duration: Duration) -> (Vec<Sample>, usize) {
+pub(crate) fn sample_cpus(pids: &[u32], duration: Duration) -> (Vec<Sample>, usize) {
     let start = Instant::now();
     let mut samples = Vec::new();
     let mut rounds = 0;
     while start.elapsed() < duration || rounds < MIN_ROUNDS {
         // Only a guard against a sampler that cannot make progress at all.
         assert!(
-            start.elapsed() < SAMPLING_LIMIT,
+            start.elapsed() < duration + SAMPLING_LIMIT,
             "only {rounds} sampling rounds in {:?}",
             start.elapsed()
         );
@@ -247,7 +333,8 @@ fn sample_cpus(pids: &[u32], duration: Duration) -> (Vec<Sample>, usize) {
     (samples, rounds)
 }
 
-fn outside(samples: &[Sample], pids: &[u32], allowed: &[u32]) -> Vec<Sample> {
+/// The samples of `pids` on a CPU outside `allowed`.
+pub(crate) fn outside(samples: &[Sample], pids: &[u32], allowed: &[u32]) -> Vec<Sample> {
     samples
         .iter()
         .filter(|s| pids.contains(&s.pid) && !allowed.contains(&s.cpu))
@@ -255,28 +342,43 @@ fn outside(samples: &[Sample], pids: &[u32], allowed: &[u32]) -> Vec<Sample> {
         .collect()
 }
 
-fn of(samples: &[Sample], pids: &[u32]) -> usize {
+/// How many samples are of `pids`.
+pub(crate) fn of(samples: &[Sample], pids: &[u32]) -> usize {
     samples.iter().filter(|s| pids.contains(&s.pid)).count()
 }
 
 /// Pin directory of the scheduler the tests share.
-const PIN_DIR: &str = "/sys/fs/bpf/corral-vm-sched";
+pub(crate) const PIN_DIR: &str = "/sys/fs/bpf/corral-vm-sched";
 
 /// The scheduler the tests share. Every attach flips static keys in the kernel, and under qemu
 /// TCG that patching has been seen to oops the guest (`int3` in `update_rq_clock`), so the
-/// suite attaches as rarely as it can: once, and again only after a test stopped it.
+/// suite attaches as rarely as it can: once, and again only after a test stopped it or loaded
+/// one in another mode.
 static SHARED: Mutex<Option<Scheduler>> = Mutex::new(None);
 
 /// Exclusive use of the shared scheduler slot for one test (tests also run one at a time).
-fn scheduler_slot() -> MutexGuard<'static, Option<Scheduler>> {
+pub(crate) fn scheduler_slot() -> MutexGuard<'static, Option<Scheduler>> {
     SHARED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The shared scheduler, attached (again, if a previous test stopped it).
-fn attached(slot: &mut Option<Scheduler>) -> &mut Scheduler {
-    if slot.as_ref().is_some_and(|s| s.exit_info().is_some()) {
+/// The shared slot, emptied: sched_ext is off (no scheduler of these tests attached) until the
+/// guard is dropped. For tests that attach a scheduler of their own (`corral sched`, the
+/// runtime's loader) or need the fair class.
+pub(crate) fn without_shared_scheduler() -> MutexGuard<'static, Option<Scheduler>> {
+    let mut slot = scheduler_slot();
+    *slot = None;
+    slot
+}
+
+/// The shared scheduler, attached in full switch (again, if a previous test stopped it or left
+/// one in partial mode).
+pub(crate) fn attached(slot: &mut Option<Scheduler>) -> &mut Scheduler {
+    if slot
+        .as_ref()
+        .is_some_and(|s| s.exit_info().is_some() || s.mode() != SchedMode::Full)
+    {
         *slot = None;
     }
     slot.get_or_insert_with(|| {
@@ -289,11 +391,12 @@ fn attached(slot: &mut Option<Scheduler>) -> &mut Scheduler {
 }
 
 /// The shared pinned maps.
-fn shared_maps() -> PinnedMaps {
+pub(crate) fn shared_maps() -> PinnedMaps {
     PinnedMaps::open_or_create(PIN_DIR).expect("open the pinned maps")
 }
 
-fn publish_low_high(maps: &PinnedMaps) {
+/// Publishes group 0 on [`LOW`] and group 1 on [`HIGH`], FIFO, no borrowing.
+pub(crate) fn publish_low_high(maps: &PinnedMaps) {
     maps.groups()
         .publish(0, &GroupSpec::new(LOW, SLICE_NS))
         .expect("publish group 0");
@@ -302,21 +405,25 @@ fn publish_low_high(maps: &PinnedMaps) {
         .expect("publish group 1");
 }
 
-/// Three CPU-bound processes in `cgroup`, one of them with three threads; returns their pids.
-fn three_spinners(work: &mut Workload, cgroup: &TestCgroup) -> Vec<u32> {
+/// Three CPU-bound processes in `cgroup`, one of them with three threads, all left at
+/// `SCHED_NORMAL` (full switch places them by their cgroup); returns their pids.
+pub(crate) fn three_spinners(work: &mut Workload, cgroup: &TestCgroup) -> Vec<u32> {
     let pids = vec![
         work.spin_threads(cgroup, 3),
         work.spin_shell(cgroup),
         work.spin_shell(cgroup),
     ];
-    assert!(
-        cgroup.enable_sched_ext() >= 5,
-        "fewer threads than spawned were switched"
-    );
+    for &pid in &pids {
+        assert!(
+            policies(pid).iter().all(|&p| p == SCHED_NORMAL),
+            "{pid} is not SCHED_NORMAL: {:?}",
+            policies(pid)
+        );
+    }
     pids
 }
 
-fn wait_state(want: SchedExtState, timeout: Duration) -> SchedExtState {
+pub(crate) fn wait_state(want: SchedExtState, timeout: Duration) -> SchedExtState {
     let deadline = Instant::now() + timeout;
     loop {
         let state = sched_ext_state().expect("read sched_ext state");
@@ -327,31 +434,59 @@ fn wait_state(want: SchedExtState, timeout: Duration) -> SchedExtState {
     }
 }
 
+/// A CPU taken offline through sysfs; brought back online on drop, also when the test fails.
+pub(crate) struct OfflineCpu {
+    online: PathBuf,
+    offline: bool,
+}
+
+impl OfflineCpu {
+    pub(crate) fn new(cpu: u32) -> OfflineCpu {
+        let online = PathBuf::from(format!("/sys/devices/system/cpu/cpu{cpu}/online"));
+        std::fs::write(&online, "0").unwrap_or_else(|e| panic!("take CPU {cpu} offline: {e}"));
+        OfflineCpu {
+            online,
+            offline: true,
+        }
+    }
+
+    /// Brings the CPU back online now.
+    pub(crate) fn bring_online(&mut self) {
+        std::fs::write(&self.online, "1")
+            .unwrap_or_else(|e| panic!("write 1 to {}: {e}", self.online.display()));
+        self.offline = false;
+    }
+}
+
+impl Drop for OfflineCpu {
+    fn drop(&mut self) {
+        if self.offline {
+            let _ = std::fs::write(&self.online, "1");
+        }
+    }
+}
+
 /// Tasks of a cgroup mapped to a group run only on that group's CPUs: with groups {0,1} and
 /// {2,3} and three CPU-bound processes (one multi-threaded) in each group's cgroup, no sample of
 /// ≥ 300 rounds over ≥ 3 s sees a thread outside its group, and the violation counters stay 0.
-/// The same workload without the scheduler crosses groups, which proves the check can fail.
+/// The threads stay `SCHED_NORMAL`: full switch places them by their cgroup alone. The same
+/// workload without the scheduler crosses groups, which proves the check can fail.
 #[test]
 fn placement_keeps_each_cgroup_on_its_group() {
     require_guest();
-    let mut slot = scheduler_slot();
     // The control run needs sched_ext off.
-    *slot = None;
+    let mut slot = without_shared_scheduler();
     let maps = shared_maps();
     publish_low_high(&maps);
     let (cg_low, cg_high) = (TestCgroup::new("place-low"), TestCgroup::new("place-high"));
-    maps.cgroups()
-        .insert(cg_low.id(), 0, CgroupFlags::NONE)
-        .unwrap();
-    maps.cgroups()
-        .insert(cg_high.id(), 1, CgroupFlags::NONE)
-        .unwrap();
+    cg_low.map(&maps, 0);
+    cg_high.map(&maps, 1);
 
     let mut work = Workload::default();
     let low = three_spinners(&mut work, &cg_low);
     let high = three_spinners(&mut work, &cg_high);
 
-    // Control: SCHED_EXT policy but no scheduler, so the fair class places them anywhere.
+    // Control: mapped cgroups but no scheduler, so the fair class places them anywhere.
     assert_eq!(sched_ext_state().unwrap(), SchedExtState::Disabled);
     let (control, rounds) = sample_cpus(&work.pids(), Duration::from_millis(3200));
     assert!(rounds >= MIN_ROUNDS, "only {rounds} sampling rounds");
@@ -392,6 +527,12 @@ fn placement_keeps_each_cgroup_on_its_group() {
         assert_eq!(stats.violations, 0, "group {group}: {stats:?}");
         assert!(stats.runs > 0, "group {group} never ran: {stats:?}");
     }
+    for pid in work.pids() {
+        assert!(
+            policies(pid).iter().all(|&p| p == SCHED_NORMAL),
+            "{pid} changed policy"
+        );
+    }
     assert_eq!(
         sched.exit_info(),
         None,
@@ -408,9 +549,7 @@ fn nested_cgroup_inherits_parent_group() {
     let maps = shared_maps();
     publish_low_high(&maps);
     let parent = TestCgroup::new("nested-parent");
-    maps.cgroups()
-        .insert(parent.id(), 1, CgroupFlags::NONE)
-        .unwrap();
+    parent.map(&maps, 1);
     attached(&mut slot);
 
     let middle = parent.child("middle");
@@ -458,9 +597,7 @@ fn remap_moves_a_loaded_cgroup_with_one_update() {
     );
 
     let cg = TestCgroup::new("remap");
-    maps.cgroups()
-        .insert(cg.id(), 0, CgroupFlags::NONE)
-        .unwrap();
+    cg.map(&maps, 0);
     let mut work = Workload::default();
     let pids = three_spinners(&mut work, &cg);
     std::thread::sleep(Duration::from_millis(200));
@@ -472,9 +609,7 @@ fn remap_moves_a_loaded_cgroup_with_one_update() {
     );
 
     let t = Instant::now();
-    maps.cgroups()
-        .insert(cg.id(), 1, CgroupFlags::NONE)
-        .unwrap();
+    cg.map(&maps, 1);
     let update = t.elapsed();
     std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
     let (after, rounds) = sample_cpus(&pids, Duration::from_millis(3000));
@@ -491,11 +626,13 @@ fn remap_moves_a_loaded_cgroup_with_one_update() {
     assert_eq!(maps.stats().read(1).unwrap().violations, 0);
 }
 
-/// Tasks without a usable mapping keep running: a `SCHED_EXT` task whose cgroup is unmapped and
-/// a task whose group is deleted both accumulate CPU time while both groups are loaded, and the
-/// scheduler stays enabled for 10 s (the watchdog would disable it if they stalled).
+/// Tasks without a usable mapping belong to the host group and keep running: a task whose
+/// cgroup is unmapped and a task whose group is deleted both accumulate CPU time while both
+/// groups are loaded, the host group's statistics count their runs, and the scheduler stays
+/// enabled for 10 s (the watchdog would disable it if they stalled). The host slot is left
+/// unpublished, so host tasks may use every CPU.
 #[test]
-fn fallback_keeps_unmapped_and_orphaned_tasks_running() {
+fn host_group_keeps_unmapped_and_orphaned_tasks_running() {
     require_guest();
     let mut slot = scheduler_slot();
     let maps = shared_maps();
@@ -503,30 +640,30 @@ fn fallback_keeps_unmapped_and_orphaned_tasks_running() {
     maps.groups()
         .publish(2, &GroupSpec::new([1, 2], SLICE_NS))
         .unwrap();
-    let (cg_low, cg_high) = (TestCgroup::new("fb-low"), TestCgroup::new("fb-high"));
-    let (unmapped, orphan) = (TestCgroup::new("fb-unmapped"), TestCgroup::new("fb-orphan"));
-    maps.cgroups()
-        .insert(cg_low.id(), 0, CgroupFlags::NONE)
-        .unwrap();
-    maps.cgroups()
-        .insert(cg_high.id(), 1, CgroupFlags::NONE)
-        .unwrap();
-    maps.cgroups()
-        .insert(orphan.id(), 2, CgroupFlags::NONE)
-        .unwrap();
-    maps.stats().reset_fallback().unwrap();
+    let (cg_low, cg_high) = (TestCgroup::new("host-low"), TestCgroup::new("host-high"));
+    let (unmapped, orphan) = (
+        TestCgroup::new("host-unmapped"),
+        TestCgroup::new("host-orphan"),
+    );
+    cg_low.map(&maps, 0);
+    cg_high.map(&maps, 1);
+    orphan.map(&maps, 2);
+    assert_eq!(
+        maps.groups().host().unwrap(),
+        None,
+        "the host slot is empty"
+    );
     let sched = attached(&mut slot);
 
     let mut work = Workload::default();
     three_spinners(&mut work, &cg_low);
     three_spinners(&mut work, &cg_high);
     let lone = work.spin_shell(&unmapped);
-    assert_eq!(unmapped.enable_sched_ext(), 1);
     let orphaned = work.spin_shell(&orphan);
-    assert_eq!(orphan.enable_sched_ext(), 1);
-    assert_eq!(thread_policy(lone as i32).unwrap(), SCHED_EXT);
+    assert_eq!(thread_policy(lone as i32).unwrap(), SCHED_NORMAL);
     std::thread::sleep(Duration::from_millis(300));
     maps.groups().delete(2).unwrap();
+    maps.stats().reset_host().unwrap();
 
     let start = (cpu_ticks(lone), cpu_ticks(orphaned));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -545,8 +682,9 @@ fn fallback_keeps_unmapped_and_orphaned_tasks_running() {
         end.1 - start.1 >= 20,
         "task of the deleted group starved: {start:?} -> {end:?}"
     );
-    let fallback = maps.stats().read_fallback().unwrap();
-    assert!(fallback.runs > 0, "no fallback runs recorded: {fallback:?}");
+    let host = maps.stats().read_host().unwrap();
+    assert!(host.runs > 0, "no host group runs recorded: {host:?}");
+    assert!(host.run_ns > 0, "{host:?}");
 }
 
 /// The latency histogram counts every recorded run (its total equals `runs`) and is non-zero
@@ -558,9 +696,7 @@ fn statistics_histogram_matches_runs_and_dumps_with_field_names() {
     let maps = shared_maps();
     publish_low_high(&maps);
     let cg = TestCgroup::new("stats");
-    maps.cgroups()
-        .insert(cg.id(), 0, CgroupFlags::NONE)
-        .unwrap();
+    cg.map(&maps, 0);
     attached(&mut slot);
     for group in [0, 1] {
         maps.stats().reset(group).unwrap();
@@ -576,6 +712,10 @@ fn statistics_histogram_matches_runs_and_dumps_with_field_names() {
     assert_eq!(stats.hist_total(), stats.runs, "{stats:?}");
     assert!(stats.enqueues >= stats.runs, "{stats:?}");
     assert!(stats.run_ns > 0 && stats.lat_sum_ns > 0, "{stats:?}");
+    assert!(
+        stats.lat_max_ns > 0 && stats.lat_max_ns <= stats.lat_sum_ns,
+        "{stats:?}"
+    );
     assert_eq!(stats.violations, 0);
     let idle = maps.stats().read(1).unwrap();
     assert_eq!(
@@ -587,7 +727,16 @@ fn statistics_histogram_matches_runs_and_dumps_with_field_names() {
     for (map, fields) in [
         (
             "corral_stats",
-            &["enqueues", "dispatches", "lat_hist", "run_ns", "violations"][..],
+            &[
+                "enqueues",
+                "dispatches",
+                "lat_hist",
+                "run_ns",
+                "violations",
+                "affinity_overrides",
+                "displaced",
+                "lat_max_ns",
+            ][..],
         ),
         (
             "corral_groups",
@@ -625,8 +774,9 @@ fn statistics_histogram_matches_runs_and_dumps_with_field_names() {
 }
 
 /// A scheduler forced to exit through its debug knob (`scx_bpf_error`) returns sched_ext to
-/// `disabled`; its tasks keep running in the fair class, and the exit information the Rust API
-/// reports carries the reason and the scheduler's message.
+/// `disabled`; its tasks (full switch had all of them, at `SCHED_NORMAL`) keep running in the
+/// fair class, and the exit information the Rust API reports carries the reason and the
+/// scheduler's message.
 #[test]
 fn failure_disables_scheduler_and_reports_exit_info() {
     require_guest();
@@ -634,9 +784,7 @@ fn failure_disables_scheduler_and_reports_exit_info() {
     let maps = shared_maps();
     publish_low_high(&maps);
     let cg = TestCgroup::new("failure");
-    maps.cgroups()
-        .insert(cg.id(), 0, CgroupFlags::NONE)
-        .unwrap();
+    cg.map(&maps, 0);
     let sched = attached(&mut slot);
     let mut work = Workload::default();
     let pids = three_spinners(&mut work, &cg);
@@ -669,7 +817,7 @@ fn failure_disables_scheduler_and_reports_exit_info() {
         );
         assert_eq!(
             thread_policy(*pid as i32).unwrap(),
-            SCHED_EXT,
+            SCHED_NORMAL,
             "policy kept, fair class runs it"
         );
     }
@@ -695,9 +843,7 @@ fn borrowing_group_lends_queued_tasks_to_idle_cpus() {
         .publish(1, &GroupSpec::new(HIGH, SLICE_NS))
         .unwrap();
     let cg = TestCgroup::new("borrow");
-    maps.cgroups()
-        .insert(cg.id(), 0, CgroupFlags::NONE)
-        .unwrap();
+    cg.map(&maps, 0);
     attached(&mut slot);
 
     let mut work = Workload::default();
@@ -721,20 +867,19 @@ fn borrowing_group_lends_queued_tasks_to_idle_cpus() {
 }
 
 /// Publishing a group with an offline CPU is refused with an error naming the CPU, and the
-/// table is unchanged; once the CPU is back online the same group is accepted.
+/// table is unchanged; once the CPU is back online the same group is accepted. The attached
+/// scheduler stays attached across the hotplug (it implements the hotplug callbacks).
 #[test]
 fn offline_cpu_is_refused_for_a_group() {
     require_guest();
     let mut slot = scheduler_slot();
-    // CPU hotplug under an attached scheduler without hotplug callbacks makes the kernel stop it.
-    *slot = None;
     let maps = shared_maps();
-    let online = Path::new("/sys/devices/system/cpu/cpu3/online");
-    std::fs::write(online, "0").expect("take CPU 3 offline");
+    let sched = attached(&mut slot);
+    let mut cpu3 = OfflineCpu::new(3);
     let before = maps.groups().get(5).unwrap();
     let result = maps.groups().publish(5, &GroupSpec::new([2, 3], SLICE_NS));
     let after = maps.groups().get(5).unwrap();
-    std::fs::write(online, "1").expect("bring CPU 3 back online");
+    cpu3.bring_online();
     let err = result.expect_err("a group with an offline CPU must be refused");
     assert!(
         matches!(
@@ -753,4 +898,5 @@ fn offline_cpu_is_refused_for_a_group() {
         .publish(5, &GroupSpec::new([2, 3], SLICE_NS))
         .expect("CPU 3 is back");
     maps.groups().delete(5).unwrap();
+    assert_eq!(sched.exit_info(), None, "the hotplug stopped the scheduler");
 }
