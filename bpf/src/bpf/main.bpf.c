@@ -425,20 +425,32 @@ static void note_queued(struct task_ctx *tctx, u32 group, u64 now, bool direct, 
 	}
 }
 
-/* Claim an idle CPU of @mask that @p may run on: @prev_cpu first (when >= 0). */
+/* Whether @cpu is active (see active_cpus); true before the mask exists. */
+static bool cpu_active(s32 cpu)
+{
+	struct bpf_cpumask *active = active_cpus;
+
+	return !active || bpf_cpumask_test_cpu(cpu, cast_mask(active));
+}
+
+/*
+ * Claim an idle CPU of @mask that @p may run on: @prev_cpu first (when >= 0).
+ * A CPU going offline is refused: the kernel would move the task to a fallback
+ * CPU, and a direct insert would then run it outside its group.
+ */
 static s32 pick_idle_in(struct task_struct *p, const struct cpumask *mask, s32 prev_cpu)
 {
 	s32 cpu;
 
 	if (prev_cpu >= 0 && bpf_cpumask_test_cpu(prev_cpu, mask) &&
-	    bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
+	    bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) && cpu_active(prev_cpu) &&
 	    scx_bpf_test_and_clear_cpu_idle(prev_cpu))
 		return prev_cpu;
 
 	cpu = scx_bpf_pick_idle_cpu(mask, 0);
 	if (cpu < 0)
 		return -1;
-	if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr)) {
+	if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || !cpu_active(cpu)) {
 		/* Claimed a CPU @p may not use: wake it so it re-enters idle. */
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		return -1;
