@@ -103,7 +103,13 @@ impl TestCgroup {
             };
             let stat = read("stat");
             let state = corral_bpf::cpus::stat_fields_after_comm(&stat)
-                .map(|f| format!("state {} cpu {}", f[0], f.get(36).unwrap_or(&"?")))
+                .map(|f| {
+                    format!(
+                        "state {} cpu {}",
+                        f.first().unwrap_or(&"?"),
+                        f.get(36).unwrap_or(&"?")
+                    )
+                })
                 .unwrap_or_default();
             println!(
                 "  {pid} {} {state} wchan {} policy {:?}\n{}",
