@@ -460,6 +460,9 @@ impl<'a> Executor<'a> {
 
 fn guest_env() -> Vec<(String, String)> {
     let mut env = vec![("RUST_BACKTRACE".to_owned(), "1".to_owned())];
+    if let Ok(secs) = std::env::var("CORRAL_VM_STRESS_SECS") {
+        env.push(("CORRAL_VM_STRESS_SECS".to_owned(), secs));
+    }
     if let Ok(filter) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_owned(), filter));
     }
