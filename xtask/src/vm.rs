@@ -69,6 +69,10 @@ pub enum VmOutcome {
     Lockup(String),
     /// RCU reported a stall; its line.
     RcuStall(String),
+    /// The guest command finished (with this status), but the kernel warned on the way (a
+    /// `WARNING:` or `BUG:` splat): the first such line. A warning is a kernel invariant
+    /// broken, which sched_ext code paths can hit on a scheduler's behalf, so it fails the run.
+    KernelWarning(i32, String),
     /// No sentinel within the timeout.
     Timeout(Duration),
     /// qemu exited without the sentinel (its status, and why it may have).
@@ -100,6 +104,10 @@ impl fmt::Display for VmOutcome {
             VmOutcome::KernelPanic(line) => write!(f, "kernel panic in the guest: {line}"),
             VmOutcome::Lockup(line) => write!(f, "lockup detected in the guest: {line}"),
             VmOutcome::RcuStall(line) => write!(f, "RCU stall in the guest: {line}"),
+            VmOutcome::KernelWarning(code, line) => write!(
+                f,
+                "the guest command exited with status {code}, but the kernel warned: {line}"
+            ),
             VmOutcome::Timeout(t) => {
                 write!(
                     f,
@@ -136,15 +144,25 @@ pub struct VmRun {
     pub failed_boots: Vec<VmOutcome>,
 }
 
+/// Whether `line` is a kernel log line (printk's `[ seconds.micros]` prefix).
+fn is_kernel_line(line: &str) -> bool {
+    line.trim_start().starts_with('[')
+        && line
+            .split_once(']')
+            .is_some_and(|(ts, _)| ts.trim_start_matches('[').trim().parse::<f64>().is_ok())
+}
+
+/// Whether a console line opens a kernel warning splat (`WARNING: CPU: …`, or a `BUG:` that
+/// is not a lockup, which [`failure_marker`] handles).
+fn warning_marker(line: &str) -> bool {
+    is_kernel_line(line) && (line.contains("WARNING: CPU:") || line.contains("] BUG: "))
+}
+
 /// Classifies a console line that means the guest kernel has failed. Only kernel log lines
 /// count (printk's `[ seconds.micros]` prefix; this kernel has `CONFIG_PRINTK_TIME`), so a test
 /// that merely prints such words does not kill the guest.
 fn failure_marker(line: &str) -> Option<VmOutcome> {
-    let kernel_line = line.trim_start().starts_with('[')
-        && line
-            .split_once(']')
-            .is_some_and(|(ts, _)| ts.trim_start_matches('[').trim().parse::<f64>().is_ok());
-    if !kernel_line {
+    if !is_kernel_line(line) {
         return None;
     }
     if line.contains("Kernel panic - not syncing") {
@@ -225,7 +243,8 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
         .arg(initrd)
         .args([
             "-append",
-            "console=ttyS0 panic=-1 quiet loglevel=4 rcupdate.rcu_cpu_stall_timeout=60",
+            // loglevel=5: warnings (level 4) reach the console, so that a WARN splat is seen.
+            "console=ttyS0 panic=-1 quiet loglevel=5 rcupdate.rcu_cpu_stall_timeout=60",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -263,6 +282,7 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
     let boot_deadline = start + opts.boot_timeout.min(opts.timeout);
     let mut booted = false;
     let mut outcome = None;
+    let mut warning: Option<String> = None;
     let out = std::io::stdout();
     loop {
         let now = Instant::now();
@@ -287,6 +307,9 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
                     out.flush().ok();
                 }
                 booted |= line.contains(initramfs::READY_MARKER);
+                if warning.is_none() && warning_marker(&line) {
+                    warning = Some(line.trim().to_owned());
+                }
                 if let Some(code) = sentinel_status(&line, sentinel) {
                     outcome = Some(VmOutcome::Exited(code));
                 } else if let Some(failure) = failure_marker(&line) {
@@ -306,7 +329,10 @@ fn boot(kernel: &VmKernel, initrd: &PathBuf, sentinel: &str, opts: &VmOptions) -
         // The guest reboots itself after the sentinel; give it a moment, then make sure.
         Some(VmOutcome::Exited(code)) => {
             wait_or_kill(&mut child, Duration::from_secs(10));
-            VmOutcome::Exited(code)
+            match warning {
+                Some(line) => VmOutcome::KernelWarning(code, line),
+                None => VmOutcome::Exited(code),
+            }
         }
         Some(failure) => {
             child.kill().ok();
@@ -429,6 +455,13 @@ mod tests {
             failure_marker("[   61.5] rcu: INFO: rcu_preempt self-detected stall on CPU"),
             Some(VmOutcome::RcuStall(_))
         ));
+        assert!(warning_marker(
+            "[   65.0] WARNING: CPU: 2 PID: 1 at kernel/sched/ext/ext.c:5211 scx_sched_free_rcu_work"
+        ));
+        assert!(warning_marker(
+            "[    9.9] BUG: scheduling while atomic: corral/95/0x00000002"
+        ));
+        assert!(!warning_marker("test prints: WARNING: CPU: 0"));
         // A program printing the same words is not the kernel failing.
         assert_eq!(
             failure_marker("test prints: Kernel panic - not syncing"),

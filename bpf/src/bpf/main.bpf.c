@@ -924,6 +924,26 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 }
 
 /*
+ * Put the tasks of this CPU's local DSQ back through enqueue, now, from
+ * cpu_release. The kernel's older kfunc does it immediately; the newer form
+ * (scx_bpf_dsq_reenq on SCX_DSQ_LOCAL, which the compat wrapper picks on 7.1
+ * and later) only queues a per-CPU request on the runqueue and runs it later.
+ * On 7.2 such a request could still be queued when the scheduler was
+ * disabled (a CPU taken by a higher class need not return to sched_ext
+ * first); the request lives in the scheduler's per-CPU memory, which is then
+ * freed, and the next scheduler's first deferred run hit `list_del
+ * corruption` in run_deferred (a kernel BUG, seen in the VM suite). The
+ * immediate form leaves nothing behind.
+ */
+static __always_inline void reenqueue_displaced(void)
+{
+	if (bpf_ksym_exists(scx_bpf_reenqueue_local___v1))
+		scx_bpf_reenqueue_local___v1();
+	else
+		scx_bpf_reenqueue_local();
+}
+
+/*
  * A higher class (fair in partial mode; RT, deadline or stop in both) took
  * @cpu: count it against the CPU's group, and put the tasks waiting in its
  * local DSQ back through enqueue so that other CPUs of their group can run
@@ -940,7 +960,7 @@ void BPF_STRUCT_OPS(corral_cpu_release, s32 cpu, struct scx_cpu_release_args *ar
 		if (stats)
 			stats->displaced++;
 	}
-	scx_bpf_reenqueue_local();
+	reenqueue_displaced();
 }
 
 /* @cpu is ours again: charge the time the higher class held it. */
