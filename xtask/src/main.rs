@@ -5,7 +5,8 @@
 //! - `cargo xtask test`: setup, host tests, then the VM test suite in the guest.
 //! - `cargo xtask demo`: the main job, `corral run examples/demo.toml`, on the host when it runs
 //!   sched_ext and in the guest otherwise.
-//! - `cargo xtask bench isolation`: latency under CPU noise per scheduler, in the guest.
+//! - `cargo xtask bench [--quick] [enforce|invoke|isolation]`: every benchmark part, or one;
+//!   figures into target/bench/report.json and docs/benchmarks.md.
 //!
 //! Each task is a plan ([`xtask::plan`]) that starts with setup, so nothing is built before the
 //! packages it needs are installed; `main` turns the arguments into a plan and executes it.
@@ -135,12 +136,23 @@ struct DemoArgs {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
+    /// Short runs of every part asked for (a smoke test): figures go to
+    /// target/bench/report.quick.json, and docs/benchmarks.md is left alone.
+    #[arg(long, global = true)]
+    quick: bool,
+    /// One part; without it, every part (host parts, then isolation in the guest).
     #[command(subcommand)]
-    which: BenchCommand,
+    which: Option<BenchCommand>,
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Enforcement latency on this host: EnforceGroup through the map writer on pinned maps, a
+    /// direct map update, and a cpuset write into a loaded cgroup (10,000 each).
+    Enforce,
+    /// Invocation overhead and throughput at concurrency 1, 8 and 64 (sim backend), against a
+    /// Mutex-and-semaphore baseline, with the thread round-trip floor.
+    Invoke,
     /// Response time of a latency-sensitive function beside CPU noise, per scheduler.
     ///
     /// In one 2-vCPU guest (multi-threaded TCG): solo, EEVDF, cgroup cpuset, scx_layered and
@@ -182,8 +194,22 @@ impl Task {
                 in_guest: !host_runs_sched_ext(),
             },
             Task::Bench(BenchArgs {
-                which: BenchCommand::Isolation(args),
-            }) => plan::Task::Bench(plan::Bench::Isolation { smoke: args.smoke }),
+                which: Some(BenchCommand::Isolation(args)),
+                quick,
+            }) => plan::Task::Bench(plan::Bench::Isolation {
+                smoke: args.smoke || *quick,
+            }),
+            Task::Bench(BenchArgs {
+                which: Some(which @ (BenchCommand::Enforce | BenchCommand::Invoke)),
+                quick,
+            }) => plan::Task::Bench(plan::Bench::Host {
+                quick: *quick,
+                enforce: matches!(which, BenchCommand::Enforce),
+                invoke: matches!(which, BenchCommand::Invoke),
+            }),
+            Task::Bench(BenchArgs { which: None, quick }) => {
+                plan::Task::Bench(plan::Bench::All { quick: *quick })
+            }
         }
     }
 
@@ -326,6 +352,11 @@ impl<'a> Executor<'a> {
             Step::RunInGuest => self.run_vm(),
             Step::VmTests => self.run_vm_tests(),
             Step::Demo { in_guest } => self.run_demo(in_guest),
+            Step::HostBench {
+                quick,
+                enforce,
+                invoke,
+            } => self.run_host_bench(quick, enforce, invoke),
             Step::IsolationBench { smoke } => self.run_isolation(smoke),
         }
     }
@@ -431,12 +462,63 @@ impl<'a> Executor<'a> {
         Ok(run.outcome.exit_code())
     }
 
+    fn run_host_bench(&self, quick: bool, enforce: bool, invoke: bool) -> Result<i32> {
+        use xtask::bench::host::{self, Part};
+        let corral = self
+            .bins
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| n == "corral"))
+            .context("the plan built no corral binary for the benchmark")?;
+        let parts: Vec<Part> = [(enforce, Part::Enforce), (invoke, Part::Invoke)]
+            .into_iter()
+            .filter_map(|(on, p)| on.then_some(p))
+            .collect();
+        let report_path = if quick {
+            bench::quick_report_path()
+        } else {
+            bench::report_path()
+        };
+        for part in &parts {
+            let figures = host::run_part(corral, *part, quick)?;
+            bench::merge_report_prefixes(&report_path, part.prefixes(), figures)?;
+        }
+        let report: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&report_path)?)
+                .with_context(|| format!("parsing {}", report_path.display()))?;
+        eprintln!("bench: figures merged into {}", report_path.display());
+        for v in host::goals(&report) {
+            let mark = match v.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not measured",
+            };
+            eprintln!("bench: goal {mark}: {} ({})", v.goal, v.detail);
+        }
+        if !quick {
+            let doc = host::doc_path();
+            let text = std::fs::read_to_string(&doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            let text = host::splice(&text, "host-bench", &host::markdown(&report));
+            std::fs::write(&doc, text).with_context(|| format!("writing {}", doc.display()))?;
+            eprintln!("bench: {} regenerated (section host-bench)", doc.display());
+        }
+        Ok(0)
+    }
+
     fn run_isolation(&self, smoke: bool) -> Result<i32> {
-        let Task::Bench(BenchArgs {
-            which: BenchCommand::Isolation(args),
-        }) = self.task
-        else {
-            unreachable!("IsolationBench is planned for the bench isolation task only")
+        let default_args = IsolationArgs {
+            smoke,
+            runs: None,
+            samples: None,
+            timeout: 3600,
+        };
+        let args = match self.task {
+            Task::Bench(BenchArgs {
+                which: Some(BenchCommand::Isolation(args)),
+                ..
+            }) => args,
+            Task::Bench(BenchArgs { which: None, .. }) => &default_args,
+            _ => unreachable!("IsolationBench is planned for the bench tasks only"),
         };
         let mut params = if smoke {
             isolation::Params::smoke()

@@ -46,6 +46,20 @@ pub enum Bench {
         /// The smoke-sized run: one run per variant, fewer samples, no scx_layered.
         smoke: bool,
     },
+    /// `cargo xtask bench enforce|invoke`: the host parts.
+    Host {
+        /// `--quick`.
+        quick: bool,
+        /// Enforcement latency.
+        enforce: bool,
+        /// Invocation overhead.
+        invoke: bool,
+    },
+    /// `cargo xtask bench`: every part.
+    All {
+        /// `--quick`: short host parts and the isolation smoke run.
+        quick: bool,
+    },
 }
 
 /// One step of a task.
@@ -76,6 +90,15 @@ pub enum Step {
     Demo {
         /// In the guest (the host has no sched_ext).
         in_guest: bool,
+    },
+    /// The host parts of the benchmark (`corral bench enforce|invoke`).
+    HostBench {
+        /// Short runs, into the quick report; the docs are left alone.
+        quick: bool,
+        /// Enforcement latency.
+        enforce: bool,
+        /// Invocation overhead.
+        invoke: bool,
     },
     /// The isolation benchmark in the guest.
     IsolationBench {
@@ -122,6 +145,8 @@ impl Step {
             Step::VmTests => "VM tests (in the sched_ext guest)",
             Step::Demo { in_guest: false } => "demo (on this host)",
             Step::Demo { in_guest: true } => "demo (in the guest)",
+            Step::HostBench { quick: true, .. } => "benchmark smoke, host parts (--quick)",
+            Step::HostBench { quick: false, .. } => "benchmark, host parts",
             Step::IsolationBench { smoke: false } => "isolation benchmark (in the guest)",
             Step::IsolationBench { smoke: true } => {
                 "isolation benchmark, smoke size (in the guest)"
@@ -157,6 +182,18 @@ pub fn plan(task: Task) -> Vec<Step> {
                     Step::VmTests,
                 ]);
             }
+            if host_tests {
+                // `cargo xtask bench --quick`'s invocation part, as a smoke test that the bench
+                // still works (issue "benchmarks"); figures go to the quick report only.
+                if !vm_tests {
+                    s.push(Step::BuildBins { release: false });
+                }
+                s.push(Step::HostBench {
+                    quick: true,
+                    enforce: false,
+                    invoke: true,
+                });
+            }
             s
         }
         Task::Demo { in_guest } => {
@@ -170,6 +207,34 @@ pub fn plan(task: Task) -> Vec<Step> {
             s.extend([
                 Step::BuildBins { release: true },
                 Step::IsolationBench { smoke },
+            ]);
+            s
+        }
+        Task::Bench(Bench::Host {
+            quick,
+            enforce,
+            invoke,
+        }) => vec![
+            Step::BuildBins { release: true },
+            Step::HostBench {
+                quick,
+                enforce,
+                invoke,
+            },
+        ],
+        Task::Bench(Bench::All { quick }) => {
+            let mut s = Vec::new();
+            if !quick {
+                s.push(Step::InstallScxLayered);
+            }
+            s.extend([
+                Step::BuildBins { release: true },
+                Step::HostBench {
+                    quick,
+                    enforce: true,
+                    invoke: true,
+                },
+                Step::IsolationBench { smoke: quick },
             ]);
             s
         }
@@ -193,6 +258,13 @@ mod tests {
             Task::Demo { in_guest: false },
             Task::Bench(Bench::Isolation { smoke: false }),
             Task::Bench(Bench::Isolation { smoke: true }),
+            Task::Bench(Bench::All { quick: false }),
+            Task::Bench(Bench::All { quick: true }),
+            Task::Bench(Bench::Host {
+                quick: false,
+                enforce: true,
+                invoke: false,
+            }),
         ];
         for host_tests in [true, false] {
             for vm_tests in [true, false] {
@@ -269,7 +341,12 @@ mod tests {
                 HostTests,
                 BuildBins { release: false },
                 BuildVmTestBinary,
-                VmTests
+                VmTests,
+                HostBench {
+                    quick: true,
+                    enforce: false,
+                    invoke: true
+                }
             ]
         );
         assert_eq!(
@@ -291,6 +368,20 @@ mod tests {
                 Setup { vm_kernel: true },
                 BuildBins { release: true },
                 IsolationBench { smoke: true }
+            ]
+        );
+        assert_eq!(
+            plan(Task::Bench(Bench::All { quick: false })),
+            vec![
+                Setup { vm_kernel: true },
+                InstallScxLayered,
+                BuildBins { release: true },
+                HostBench {
+                    quick: false,
+                    enforce: true,
+                    invoke: true
+                },
+                IsolationBench { smoke: false }
             ]
         );
         assert_eq!(plan(Task::Setup), vec![Setup { vm_kernel: true }]);

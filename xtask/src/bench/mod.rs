@@ -6,8 +6,11 @@
 //! figures in place. They take minutes and are not part of `cargo xtask test`.
 //!
 //! # Layout
+//! - [`host`]: enforcement latency and invocation overhead on this machine, each beside its
+//!   alternative (`corral bench enforce|invoke`).
 //! - [`isolation`]: a latency-sensitive function beside CPU noise, per scheduler.
 
+pub mod host;
 pub mod isolation;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +31,12 @@ pub fn bench_dir() -> PathBuf {
 /// The shared report, `target/bench/report.json`.
 pub fn report_path() -> PathBuf {
     bench_dir().join("report.json")
+}
+
+/// The report of `--quick` runs, `target/bench/report.quick.json`, kept apart so that a smoke
+/// run never overwrites real figures.
+pub fn quick_report_path() -> PathBuf {
+    bench_dir().join("report.quick.json")
 }
 
 /// Where the cached scx_layered binary lives.
@@ -96,6 +105,15 @@ pub fn ensure_scx_layered() -> Result<PathBuf> {
 /// Merges `figures` into the report at `path`: every key starting with `prefix` is replaced by
 /// the new set, every other benchmark's key is kept.
 pub fn merge_report(path: &Path, prefix: &str, figures: Map<String, Value>) -> Result<()> {
+    merge_report_prefixes(path, &[prefix], figures)
+}
+
+/// [`merge_report`] for a benchmark that owns several key prefixes.
+pub fn merge_report_prefixes(
+    path: &Path,
+    prefixes: &[&str],
+    figures: Map<String, Value>,
+) -> Result<()> {
     let mut report = match std::fs::read_to_string(path) {
         Ok(text) => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
@@ -107,7 +125,7 @@ pub fn merge_report(path: &Path, prefix: &str, figures: Map<String, Value>) -> R
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    report.retain(|key, _| !key.starts_with(prefix));
+    report.retain(|key, _| !prefixes.iter().any(|p| key.starts_with(p)));
     report.extend(figures);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
