@@ -160,6 +160,9 @@ enum BenchCommand {
     /// times; reports the median run's p50 and p99 as ratios to solo. Takes about 10 minutes,
     /// plus about 15 more the first time to build scx_layered.
     Isolation(IsolationArgs),
+    /// Time until a loaded cgroup (4 busy threads) runs only on its new CPUs: one corral map
+    /// update against one cgroup v2 cpuset.cpus write, in a 4-vCPU guest (about 3 minutes).
+    Remap,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +210,10 @@ impl Task {
                 enforce: matches!(which, BenchCommand::Enforce),
                 invoke: matches!(which, BenchCommand::Invoke),
             }),
+            Task::Bench(BenchArgs {
+                which: Some(BenchCommand::Remap),
+                quick,
+            }) => plan::Task::Bench(plan::Bench::Remap { quick: *quick }),
             Task::Bench(BenchArgs { which: None, quick }) => {
                 plan::Task::Bench(plan::Bench::All { quick: *quick })
             }
@@ -358,6 +365,7 @@ impl<'a> Executor<'a> {
                 invoke,
             } => self.run_host_bench(quick, enforce, invoke),
             Step::IsolationBench { smoke } => self.run_isolation(smoke),
+            Step::RemapBench { quick } => self.run_remap(quick),
         }
     }
 
@@ -498,11 +506,40 @@ impl<'a> Executor<'a> {
             let doc = host::doc_path();
             let text = std::fs::read_to_string(&doc)
                 .with_context(|| format!("reading {}", doc.display()))?;
-            let text = host::splice(&text, "host-bench", &host::markdown(&report));
+            let mut body = host::markdown(&report);
+            if let Some((alt, file)) = host::plots(&report, &bench::plot::dir())? {
+                body.push_str(&format!("\n![{alt}](bench/{file})\n"));
+            }
+            let text = host::splice(&text, "host-bench", &body);
             std::fs::write(&doc, text).with_context(|| format!("writing {}", doc.display()))?;
             eprintln!("bench: {} regenerated (section host-bench)", doc.display());
         }
         Ok(0)
+    }
+
+    fn run_remap(&self, quick: bool) -> Result<i32> {
+        use xtask::bench::{host, remap};
+        let report_path = if quick {
+            bench::quick_report_path()
+        } else {
+            bench::report_path()
+        };
+        let status = remap::run(self.kernel()?, &self.bins, quick, &report_path)?;
+        if !quick {
+            let report: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&std::fs::read_to_string(&report_path)?)
+                    .with_context(|| format!("parsing {}", report_path.display()))?;
+            for line in remap::goal_lines(&report) {
+                eprintln!("bench: goal {}", line.trim_start_matches("- "));
+            }
+            let doc = host::doc_path();
+            let text = std::fs::read_to_string(&doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            let text = host::splice(&text, "remap-bench", &remap::markdown(&report));
+            std::fs::write(&doc, text).with_context(|| format!("writing {}", doc.display()))?;
+            eprintln!("bench: {} regenerated (section remap-bench)", doc.display());
+        }
+        Ok(status)
     }
 
     fn run_isolation(&self, smoke: bool) -> Result<i32> {

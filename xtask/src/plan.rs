@@ -55,6 +55,11 @@ pub enum Bench {
         /// Invocation overhead.
         invoke: bool,
     },
+    /// `cargo xtask bench remap`: time until a loaded cgroup is on its new CPUs, in the guest.
+    Remap {
+        /// `--quick`: a few moves, into the quick report.
+        quick: bool,
+    },
     /// `cargo xtask bench`: every part.
     All {
         /// `--quick`: short host parts and the isolation smoke run.
@@ -105,6 +110,11 @@ pub enum Step {
         /// The smoke-sized run.
         smoke: bool,
     },
+    /// The remap benchmark in the guest.
+    RemapBench {
+        /// A few moves, into the quick report.
+        quick: bool,
+    },
 }
 
 impl Step {
@@ -129,6 +139,7 @@ impl Step {
                 | Step::VmTests
                 | Step::Demo { in_guest: true }
                 | Step::IsolationBench { .. }
+                | Step::RemapBench { .. }
         )
     }
 
@@ -151,6 +162,8 @@ impl Step {
             Step::IsolationBench { smoke: true } => {
                 "isolation benchmark, smoke size (in the guest)"
             }
+            Step::RemapBench { quick: false } => "remap benchmark (in the guest)",
+            Step::RemapBench { quick: true } => "remap benchmark, quick (in the guest)",
         }
     }
 }
@@ -235,8 +248,15 @@ pub fn plan(task: Task) -> Vec<Step> {
                     invoke: true,
                 },
                 Step::IsolationBench { smoke: quick },
+                Step::RemapBench { quick },
             ]);
             s
+        }
+        Task::Bench(Bench::Remap { quick }) => {
+            vec![
+                Step::BuildBins { release: true },
+                Step::RemapBench { quick },
+            ]
         }
     };
     let vm_kernel = matches!(task, Task::Setup) || steps.iter().any(Step::boots_guest);
@@ -260,6 +280,8 @@ mod tests {
             Task::Bench(Bench::Isolation { smoke: true }),
             Task::Bench(Bench::All { quick: false }),
             Task::Bench(Bench::All { quick: true }),
+            Task::Bench(Bench::Remap { quick: false }),
+            Task::Bench(Bench::Remap { quick: true }),
             Task::Bench(Bench::Host {
                 quick: false,
                 enforce: true,
@@ -381,7 +403,16 @@ mod tests {
                     enforce: true,
                     invoke: true
                 },
-                IsolationBench { smoke: false }
+                IsolationBench { smoke: false },
+                RemapBench { quick: false }
+            ]
+        );
+        assert_eq!(
+            plan(Task::Bench(Bench::Remap { quick: true })),
+            vec![
+                Setup { vm_kernel: true },
+                BuildBins { release: true },
+                RemapBench { quick: true }
             ]
         );
         assert_eq!(plan(Task::Setup), vec![Setup { vm_kernel: true }]);

@@ -8,7 +8,8 @@
 //!   same schedule) against absolute `CLOCK_MONOTONIC` times, so a late arrival never pushes
 //!   the later ones back. Each arrival runs `N` iterations of fixed work; response time is
 //!   completion − scheduled arrival (it includes the wake-up and any queueing behind the
-//!   previous arrival). Prints one JSON line: p50/p99/max and more.
+//!   previous arrival). Prints one JSON line: p50/p99/max, and `cdf_us`, the percentiles
+//!   1..=100 of response time for a CDF plot.
 //! - `corral-lat noise --threads <T>`: `T` threads of pure CPU spinning at the default policy
 //!   until SIGTERM or SIGINT; then prints one JSON line with the CPUs they ran on and the work
 //!   they did.
@@ -150,6 +151,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The response-time distribution for a plot: the nearest-rank percentiles 1, 2, …, 100 of
+/// sorted samples, in µs (the last is the maximum).
+fn cdf_us(sorted: &[u64]) -> String {
+    (1..=100)
+        .map(|p| format!("{:.1}", percentile(sorted, f64::from(p)) as f64 / 1000.0))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn cpu_list(mask: u64) -> String {
     let cpus: Vec<String> = (0..64)
         .filter(|c| mask & (1 << c) != 0)
@@ -248,7 +258,7 @@ fn run(flags: Flags) -> Result<(), String> {
     println!(
         "{{\"samples\":{},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"mean_us\":{mean_us:.1},\
          \"start_delay_p50_us\":{:.1},\"start_delay_p99_us\":{:.1},\"burst_cpu_p50_us\":{:.1},\
-         \"iters\":{iters},\"mean_gap_us\":{},\"cpus\":{},\"elapsed_s\":{:.2}}}",
+         \"iters\":{iters},\"mean_gap_us\":{},\"cpus\":{},\"elapsed_s\":{:.2},\"cdf_us\":[{}]}}",
         response.len(),
         us(percentile(&response, 50.0)),
         us(percentile(&response, 99.0)),
@@ -259,6 +269,7 @@ fn run(flags: Flags) -> Result<(), String> {
         mean_gap_ns / 1000,
         cpu_list(cpus),
         elapsed_ns as f64 / 1e9,
+        cdf_us(&response),
     );
     Ok(())
 }

@@ -69,11 +69,13 @@ pub fn run_part(corral: &Path, part: Part, quick: bool) -> Result<Map<String, Va
         .args(part.args(quick))
         .arg("--json")
         .arg(&out);
+    // As a developer would type it from the workspace root.
+    let shown_out = out.strip_prefix(crate::workspace_root()).unwrap_or(&out);
     let shown = format!(
         "corral bench {} {} --json {}",
         part.name(),
         part.args(quick).join(" "),
-        out.display()
+        shown_out.display()
     );
     eprintln!("bench: {shown}");
     let status = cmd
@@ -138,7 +140,11 @@ pub fn goals(report: &Map<String, Value>) -> Vec<Verdict> {
             Some(a <= 2.5 * d),
             format!("{a:.1} µs against {d:.1} µs: {:.2}×", a / d),
         ),
-        _ => verdict("enforcement: actor path against direct", None, "not measured".into()),
+        _ => verdict(
+            "enforcement: actor path against direct",
+            None,
+            "not measured".into(),
+        ),
     });
     out.push(match (actor99, cpuset99) {
         (Some(a), Some(c)) => verdict(
@@ -146,7 +152,11 @@ pub fn goals(report: &Map<String, Value>) -> Vec<Verdict> {
             Some(c >= 500.0 * a),
             format!("{c:.0} µs against {a:.1} µs: {:.0}×", c / a),
         ),
-        _ => verdict("enforcement: actor path against cpuset", None, "not measured".into()),
+        _ => verdict(
+            "enforcement: actor path against cpuset",
+            None,
+            "not measured".into(),
+        ),
     });
     for (plain, filled) in [
         ("enforce_direct_bpf", "enforce_direct_bpf_10k"),
@@ -228,9 +238,15 @@ pub fn markdown(report: &Map<String, Value>) -> String {
             }
         }
     }
+    let is_host = |key: &str| {
+        [Part::Enforce, Part::Invoke]
+            .iter()
+            .any(|p| p.prefixes().iter().any(|x| key.starts_with(x)))
+    };
     let machine = report
-        .values()
-        .find_map(|f| f.get("machine"))
+        .iter()
+        .filter(|(k, _)| is_host(k))
+        .find_map(|(_, f)| f.get("machine"))
         .map(|m| {
             format!(
                 "{} CPUs, Linux {}, {}",
@@ -255,6 +271,74 @@ pub fn markdown(report: &Map<String, Value>) -> String {
         let _ = writeln!(goals, "- {}: {mark} ({})", v.goal, v.detail);
     }
     head + &s + &goals
+}
+
+/// Draws the host ratios into `dir/host_ratios.svg` (logarithmic: they span five orders of
+/// magnitude), each beside its goal. Returns `(alt text, file name)`, or `None` when no ratio
+/// could be formed.
+pub fn plots(report: &Map<String, Value>, dir: &Path) -> Result<Option<(String, String)>> {
+    use super::plot::{self, Panel};
+    let ratio =
+        |a: (&str, &str), b: (&str, &str)| Some(num(report, a.0, a.1)? / num(report, b.0, b.1)?);
+    let mut enforce = Vec::new();
+    if let Some(r) = ratio(("enforce_actor_bpf", "p99"), ("enforce_direct_bpf", "p99")) {
+        enforce.push(("actor / direct p99 (goal ≤ 2.5)".to_owned(), r));
+    }
+    if let Some(r) = ratio(("enforce_cpuset", "p99"), ("enforce_actor_bpf", "p99")) {
+        enforce.push(("cpuset / actor p99 (goal ≥ 500)".to_owned(), r));
+    }
+    let mut invoke = Vec::new();
+    for c in [1, 8, 64] {
+        let (k, b) = (
+            format!("invoke_overhead_c{c}"),
+            format!("baseline_invoke_overhead_c{c}"),
+        );
+        if let Some(r) = ratio((&k, "p50"), (&b, "p50")) {
+            invoke.push((format!("overhead c{c}"), r));
+        }
+    }
+    for c in [1, 8, 64] {
+        let (k, b) = (
+            format!("invoke_throughput_c{c}"),
+            format!("baseline_invoke_throughput_c{c}"),
+        );
+        if let Some(r) = ratio((&b, "value"), (&k, "value")) {
+            invoke.push((format!("throughput c{c}"), r));
+        }
+    }
+    let mut panels = Vec::new();
+    if !enforce.is_empty() {
+        panels.push(Panel {
+            title: "Enforcement: ratios of p99 latency".into(),
+            y_label: "ratio (log)".into(),
+            bars: enforce,
+            log: true,
+            lines: vec![
+                (2.5, "≤ 2.5 (actor / direct)".into()),
+                (500.0, "≥ 500 (cpuset / actor)".into()),
+            ],
+        });
+    }
+    if !invoke.is_empty() {
+        panels.push(Panel {
+            title:
+                "Invocation: corral's cost over the lock-based baseline (p50 overhead, throughput)"
+                    .into(),
+            y_label: "ratio (log)".into(),
+            bars: invoke,
+            log: true,
+            lines: vec![(1.2, "goal ≤ 1.2".into())],
+        });
+    }
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let file = "host_ratios.svg";
+    plot::bars(&dir.join(file), &panels)?;
+    Ok(Some((
+        "Host ratios against their goals".into(),
+        file.into(),
+    )))
 }
 
 /// Replaces the text between `<!-- generated:{name} begin -->` and its `end` marker in `doc`
@@ -308,6 +392,8 @@ mod tests {
             "a\n<!-- generated:host begin -->\nnew\n<!-- generated:host end -->\nb\n"
         );
         let appended = splice("a\n", "host", "x\n");
-        assert!(appended.ends_with("<!-- generated:host begin -->\nx\n<!-- generated:host end -->\n"));
+        assert!(
+            appended.ends_with("<!-- generated:host begin -->\nx\n<!-- generated:host end -->\n")
+        );
     }
 }

@@ -48,6 +48,7 @@ const CALIBRATION_MARKER: &str = "CORRAL-BENCH-CALIBRATION ";
 const EXIT_MARKER: &str = "CORRAL-BENCH-EXIT ";
 const FAIL_MARKER: &str = "CORRAL-BENCH-FAIL ";
 const DONE_MARKER: &str = "CORRAL-BENCH-DONE";
+const GROUPS_MARKER: &str = "CORRAL-BENCH-GROUPS ";
 
 /// One way of running the latency function, with or without noise and a scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,6 +222,10 @@ pub struct GuestResults {
     pub failures: Vec<Failure>,
     /// The script reached its end.
     pub done: bool,
+    /// corral's maps (`corral maps dump --json`) per corral variant, right after its scheduler
+    /// attached (`begin`) and before it stopped (`end`): the in-kernel statistics over the
+    /// variant's runs are their difference.
+    pub maps: BTreeMap<(String, String), Value>,
 }
 
 fn marker_rest<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
@@ -281,6 +286,16 @@ pub fn parse_console(lines: &[String]) -> Result<GuestResults> {
         } else if let Some(rest) = marker_rest(line, FAIL_MARKER) {
             let (variant, run, why) = variant_run_text(rest)?;
             out.failures.push(Failure { variant, run, why });
+        } else if let Some(rest) = marker_rest(line, GROUPS_MARKER) {
+            let mut parts = rest.splitn(3, ' ');
+            let (variant, phase, text) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let v: Value = serde_json::from_str(text)
+                .with_context(|| format!("the guest's maps dump does not parse: {line}"))?;
+            out.maps.insert((variant.to_owned(), phase.to_owned()), v);
         } else if line.contains(DONE_MARKER) {
             out.done = true;
         }
@@ -356,6 +371,94 @@ fn range(values: &[f64], base: Option<f64>) -> Option<(f64, f64)> {
     Some((lo / base, hi / base))
 }
 
+/// One group's run-queue latency (enqueue to running) over a corral variant's runs, from the
+/// scheduler's log2 histogram: the figures are bucket upper bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupLatency {
+    /// `g<id>` or `host`.
+    pub group: String,
+    /// The group's CPUs, as published.
+    pub cpus: String,
+    /// Runs counted in the histogram over the variant's runs.
+    pub runs: u64,
+    /// Median, µs (upper bound of its bucket).
+    pub p50_us: Option<f64>,
+    /// 99th percentile, µs (upper bound of its bucket).
+    pub p99_us: Option<f64>,
+}
+
+/// `histogram` of a `corral maps dump --json` stats entry as `upper bound ns → count`.
+fn histogram(stats: &Value) -> BTreeMap<u64, u64> {
+    stats["histogram"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Nearest-rank quantile `q` of a bucketed histogram: the upper bound of the bucket it falls in.
+fn bucket_quantile(hist: &BTreeMap<u64, u64>, q: f64) -> Option<u64> {
+    let total: u64 = hist.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (&upper, &count) in hist {
+        seen += count;
+        if seen >= rank {
+            return Some(upper);
+        }
+    }
+    None
+}
+
+/// Per-group run-queue latency between two maps dumps of one scheduler attach.
+pub fn group_latencies(begin: &Value, end: &Value) -> Vec<GroupLatency> {
+    let cpus_of = |id: Option<u64>| -> String {
+        match id {
+            None => end["host_cpus"].as_str().unwrap_or("all").to_owned(),
+            Some(id) => end["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|g| g["id"].as_u64() == Some(id)))
+                .and_then(|g| g["cpus"].as_str())
+                .unwrap_or("?")
+                .to_owned(),
+        }
+    };
+    let stats = |dump: &Value, id: Option<u64>| -> Option<Value> {
+        dump["stats"]
+            .as_array()?
+            .iter()
+            .find(|s| s["group"].as_u64() == id)
+            .cloned()
+    };
+    let mut out = Vec::new();
+    for s in end["stats"].as_array().into_iter().flatten() {
+        let id = s["group"].as_u64();
+        let mut hist = histogram(s);
+        if let Some(before) = stats(begin, id) {
+            for (upper, count) in histogram(&before) {
+                if let Some(c) = hist.get_mut(&upper) {
+                    *c = c.saturating_sub(count);
+                }
+            }
+        }
+        let us = |q: f64| bucket_quantile(&hist, q).map(|ns| ns as f64 / 1e3);
+        out.push(GroupLatency {
+            group: id.map_or("host".to_owned(), |g| format!("g{g}")),
+            cpus: cpus_of(id),
+            runs: hist.values().sum(),
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+        });
+    }
+    out
+}
+
 /// The whole benchmark's result: the parameters, the guest's records and the summaries.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -365,6 +468,8 @@ pub struct Report {
     pub results: GuestResults,
     /// One per variant of `params`, in its order.
     pub summaries: Vec<VariantSummary>,
+    /// Run-queue latency per group, for each corral variant whose maps were dumped.
+    pub group_latency: Vec<(Variant, Vec<GroupLatency>)>,
 }
 
 impl Report {
@@ -408,10 +513,22 @@ impl Report {
                 }
             })
             .collect();
+        let group_latency = params
+            .variants
+            .iter()
+            .filter_map(|&v| {
+                let begin = results
+                    .maps
+                    .get(&(v.name().to_owned(), "begin".to_owned()))?;
+                let end = results.maps.get(&(v.name().to_owned(), "end".to_owned()))?;
+                Some((v, group_latencies(begin, end)))
+            })
+            .collect();
         Self {
             params: params.clone(),
             results,
             summaries,
+            group_latency,
         }
     }
 
@@ -466,6 +583,18 @@ impl Report {
                 );
             }
         }
+        for (variant, groups) in &self.group_latency {
+            for g in groups {
+                for (q, v) in [("p50", g.p50_us), ("p99", g.p99_us)] {
+                    if let Some(v) = v {
+                        map.insert(
+                            format!("{REPORT_PREFIX}_{}_rq_{}_{q}_us", variant.name(), g.group),
+                            json!(v),
+                        );
+                    }
+                }
+            }
+        }
         let p = &self.params;
         let variants: Map<String, Value> = self
             .summaries
@@ -501,6 +630,12 @@ impl Report {
                         "p99_ratio_range": s.p99_ratio_range.map(|(a, b)| [round3(a), round3(b)]),
                         "lat_cpus": s.lat_cpus,
                         "noise_cpus": s.noise_cpus,
+                        "runqueue_latency": self.group_latency.iter()
+                            .find(|(v, _)| *v == s.variant)
+                            .map(|(_, gs)| gs.iter().map(|g| json!({
+                                "group": g.group, "cpus": g.cpus, "runs": g.runs,
+                                "p50_us": g.p50_us, "p99_us": g.p99_us,
+                            })).collect::<Vec<_>>()),
                     }),
                 )
             })
@@ -586,6 +721,227 @@ impl Report {
     }
 }
 
+impl Report {
+    fn summary(&self, v: Variant) -> Option<&VariantSummary> {
+        self.summaries.iter().find(|s| s.variant == v)
+    }
+
+    /// The valid run whose p99 is the median of the variant's runs: the one plotted.
+    pub fn median_run(&self, v: Variant) -> Option<&RunRecord> {
+        let mut runs: Vec<&RunRecord> = self
+            .results
+            .runs
+            .iter()
+            .filter(|r| r.variant == v && r.valid)
+            .collect();
+        runs.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
+        runs.get(runs.len().saturating_sub(1) / 2).copied()
+    }
+
+    /// The goals of the issue on the scheduler, judged on this run, with their margins.
+    pub fn goal_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let ratio = |v: Variant, p99: bool| {
+            self.summary(v)
+                .and_then(|s| if p99 { s.p99_ratio } else { s.p50_ratio })
+        };
+        let judge = |met: bool| if met { "**met**" } else { "**missed**" };
+        for corral in [Variant::CorralMapped, Variant::CorralUnmapped] {
+            let name = corral.name();
+            for (p99, goal) in [(false, 1.05), (true, 1.2)] {
+                let q = if p99 { "p99" } else { "p50" };
+                out.push(match ratio(corral, p99) {
+                    Some(r) => format!(
+                        "- {name}: {q} ≤ {goal}× solo: {} ({r:.2}×, {:+.0}% against the goal)",
+                        judge(r <= goal),
+                        (r / goal - 1.0) * 100.0
+                    ),
+                    None => format!("- {name}: {q} ≤ {goal}× solo: not measured"),
+                });
+            }
+            let peers: [(Variant, &str, &[bool]); 3] = [
+                (
+                    Variant::Cpuset,
+                    "at least as good as cpuset",
+                    &[false, true],
+                ),
+                (Variant::Eevdf, "better than EEVDF", &[false, true]),
+                (Variant::Layered, "better than scx_layered", &[true]),
+            ];
+            for (peer, what, quantiles) in peers {
+                for &p99 in quantiles {
+                    let q = if p99 { "p99" } else { "p50" };
+                    let line = match (ratio(corral, p99), ratio(peer, p99)) {
+                        (Some(c), Some(o)) => {
+                            let met = if peer == Variant::Cpuset {
+                                c <= o
+                            } else {
+                                c < o
+                            };
+                            format!(
+                                "- {name}: {what} at {q}: {} ({c:.2}× against {o:.2}×)",
+                                judge(met)
+                            )
+                        }
+                        _ => format!("- {name}: {what} at {q}: not measured"),
+                    };
+                    out.push(line);
+                }
+            }
+        }
+        let exits = self.results.exits.len();
+        out.push(format!(
+            "- zero scheduler exits: {} ({exits} exit(s) during runs)",
+            judge(exits == 0)
+        ));
+        out
+    }
+
+    /// The generated Markdown: figures, goals, run-queue latency per group, the charts.
+    pub fn markdown(&self, command: &str, charts: &[(String, String)]) -> String {
+        let p = &self.params;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Command: `{command}`. One 2-vCPU guest (qemu multi-threaded TCG), {} runs × {} \
+             samples per variant; bursts of {} µs CPU, mean gap {} ms (exponential); noise {} \
+             spinning threads. Ratios: the median run's figure over solo's median, the range \
+             of the runs' ratios in brackets.\n",
+            p.runs,
+            p.samples,
+            p.burst_us,
+            p.mean_gap_us / 1000,
+            p.noise_threads
+        );
+        let _ = writeln!(
+            out,
+            "| variant | runs | p50 | p99 | p50 / solo | p99 / solo | noise ran on |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.2} ms", v / 1e3));
+        let ratio = |r: Option<f64>, range: Option<(f64, f64)>| match (r, range) {
+            (Some(r), Some((lo, hi))) => format!("{r:.2} ({lo:.2}–{hi:.2})"),
+            (Some(r), None) => format!("{r:.2}"),
+            _ => "–".to_owned(),
+        };
+        for s in &self.summaries {
+            let noise = if s.noise_cpus.is_empty() {
+                "–".to_owned()
+            } else {
+                let cpus: Vec<String> = s.noise_cpus.iter().map(u64::to_string).collect();
+                format!("CPU {}", cpus.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {}/{} | {} | {} | {} | {} | {noise} |",
+                s.variant.name(),
+                s.valid_runs,
+                s.runs,
+                ms(s.p50_us),
+                ms(s.p99_us),
+                ratio(s.p50_ratio, s.p50_ratio_range),
+                ratio(s.p99_ratio, s.p99_ratio_range),
+            );
+        }
+        let _ = writeln!(out, "\nGoals:\n");
+        for line in self.goal_lines() {
+            let _ = writeln!(out, "{line}");
+        }
+        if !self.group_latency.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nRun-queue latency per group (enqueue to running, from corral's in-kernel log2 \
+                 histograms over the variant's runs; bucket upper bounds):\n"
+            );
+            let _ = writeln!(out, "| variant | group | CPUs | runs | p50 | p99 |");
+            let _ = writeln!(out, "|---|---|---|---|---|---|");
+            let us = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0} µs"));
+            for (v, groups) in &self.group_latency {
+                for g in groups {
+                    let _ = writeln!(
+                        out,
+                        "| `{}` | {} | {} | {} | {} | {} |",
+                        v.name(),
+                        g.group,
+                        g.cpus,
+                        g.runs,
+                        us(g.p50_us),
+                        us(g.p99_us)
+                    );
+                }
+            }
+        }
+        if !charts.is_empty() {
+            let _ = writeln!(out);
+            for (alt, path) in charts {
+                let _ = writeln!(out, "![{alt}]({path})");
+            }
+        }
+        out
+    }
+
+    /// Draws the charts into `dir`: the response-time CDF of each variant's median run, and the
+    /// ratios to solo. Returns `(alt text, file name)` of each.
+    pub fn plots(&self, dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+        use super::plot::{self, Panel, Series};
+        let series: Vec<Series> = self
+            .summaries
+            .iter()
+            .filter_map(|s| {
+                let run = self.median_run(s.variant)?;
+                let cdf = run.lat["cdf_us"].as_array()?;
+                let points = cdf
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| Some((v.as_f64()? / 1e3, (i + 1) as f64)))
+                    .collect();
+                Some(Series {
+                    name: format!("{} (run {})", s.variant.name(), run.run),
+                    points,
+                })
+            })
+            .collect();
+        let mut charts = Vec::new();
+        if !series.is_empty() {
+            let file = "isolation_cdf.svg";
+            plot::cdf(
+                &dir.join(file),
+                "Response time of the latency function, median run per variant",
+                "response time (ms)",
+                &series,
+            )?;
+            charts.push((
+                "Response-time CDF per isolation variant".to_owned(),
+                file.to_owned(),
+            ));
+        }
+        let panel = |p99: bool| Panel {
+            title: format!("{} / solo", if p99 { "p99" } else { "p50" }),
+            y_label: "ratio to solo".to_owned(),
+            bars: self
+                .summaries
+                .iter()
+                .filter_map(|s| {
+                    let r = if p99 { s.p99_ratio } else { s.p50_ratio }?;
+                    Some((s.variant.name().to_owned(), r))
+                })
+                .collect(),
+            log: false,
+            lines: vec![(
+                if p99 { 1.2 } else { 1.05 },
+                format!("goal for corral: ≤ {}", if p99 { "1.2" } else { "1.05" }),
+            )],
+        };
+        let file = "isolation_ratios.svg";
+        plot::bars(&dir.join(file), &[panel(false), panel(true)])?;
+        charts.push((
+            "Ratios to solo per isolation variant".to_owned(),
+            file.to_owned(),
+        ));
+        Ok(charts)
+    }
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -665,6 +1021,31 @@ pub fn run(kernel: &VmKernel, binaries: &[PathBuf], params: &Params) -> Result<i
     )?;
     println!("\n{}", report.table());
     println!("bench isolation: figures written to {}", path.display());
+    if !params.smoke {
+        let dir = super::plot::dir();
+        let charts = report.plots(&dir)?;
+        let charts: Vec<(String, String)> = charts
+            .into_iter()
+            .map(|(alt, file)| (alt, format!("bench/{file}")))
+            .collect();
+        let doc = super::host::doc_path();
+        let text =
+            std::fs::read_to_string(&doc).with_context(|| format!("reading {}", doc.display()))?;
+        let text = super::host::splice(
+            &text,
+            "isolation-bench",
+            &report.markdown(&command, &charts),
+        );
+        std::fs::write(&doc, text).with_context(|| format!("writing {}", doc.display()))?;
+        println!(
+            "bench isolation: charts in {}, {} regenerated (section isolation-bench)",
+            dir.display(),
+            doc.display()
+        );
+        for line in report.goal_lines() {
+            println!("bench: goal {}", line.trim_start_matches("- "));
+        }
+    }
     let mut problems = report.problems();
     if !guest.outcome.success() {
         problems.insert(0, format!("the guest: {}", guest.outcome));
@@ -790,6 +1171,15 @@ stop_sched() {
     fi
 }
 
+# dump_maps <variant> <phase>: corral's maps and statistics, for the per-group run-queue latency.
+dump_maps() {
+    if corral maps dump --json --pin-dir $PIN > $OUT/maps.json 2> $OUT/maps.err; then
+        echo "CORRAL-BENCH-GROUPS $1 $2 $(tr -d '\n' < $OUT/maps.json)"
+    else
+        say "$1: cannot dump corral's maps: $(head -c 300 $OUT/maps.err)"
+    fi
+}
+
 # begin_variant <variant>: start the variant's scheduler, if it has one, once for all its runs
 # (every attach and detach patches kernel text, where this kernel under multi-threaded TCG
 # sometimes oopses, so they are kept few).
@@ -807,11 +1197,13 @@ begin_variant() {
             start_sched $v 0 $OUT/corral-$v.log corral sched --config $OUT/corral-mapped.toml --pin-dir $PIN $NORESTART ;;
         corral_unmapped)
             start_sched $v 0 $OUT/corral-$v.log corral sched --config $OUT/corral-unmapped.toml --pin-dir $PIN $NORESTART ;;
-    esac
+    esac || return 1
+    case $v in corral_*) dump_maps $v begin ;; esac
 }
 
 # end_variant <variant>: stop its scheduler and wait for sched_ext to read disabled.
 end_variant() {
+    case $1 in corral_*) [ -n "$SPID" ] && dump_maps $1 end ;; esac
     stop_sched $1 0
     rm -rf $PIN
 }
@@ -1029,6 +1421,145 @@ mod tests {
             "{}",
             report.table()
         );
+    }
+
+    /// Run-queue latency per group is the difference of the histograms dumped at the
+    /// variant's start and end, read as bucket upper bounds; it lands in the report and the
+    /// generated Markdown.
+    #[test]
+    fn group_latency_is_the_histogram_difference_over_the_variant() {
+        let dump = |lat0: &str, host: &str| {
+            format!(
+                "{{\"groups\":[{{\"id\":0,\"cpus\":\"0\"}}],\"host_cpus\":\"1\",\"stats\":[\
+                 {{\"group\":0,\"histogram\":{lat0}}},{{\"group\":null,\"histogram\":{host}}}]}}"
+            )
+        };
+        let lines = vec![
+            run_line("solo", 1, true, 100.0, 200.0),
+            format!(
+                "CORRAL-BENCH-GROUPS corral_unmapped begin {}",
+                dump("[[2048,5]]", "[]")
+            ),
+            run_line("corral_unmapped", 1, true, 100.0, 200.0),
+            // 100 more runs in group 0: 98 at ≤ 2 µs, 1 at ≤ 8 µs, 1 at ≤ 1 ms.
+            format!(
+                "CORRAL-BENCH-GROUPS corral_unmapped end {}",
+                dump("[[2048,103],[8192,1],[1048576,1]]", "[[4096,10]]")
+            ),
+            "CORRAL-BENCH-DONE".to_owned(),
+        ];
+        let results = parse_console(&lines).unwrap();
+        let report = Report::new(
+            &params(vec![Variant::Solo, Variant::CorralUnmapped], 1),
+            results,
+        );
+        let (v, groups) = &report.group_latency[0];
+        assert_eq!(*v, Variant::CorralUnmapped);
+        assert_eq!(groups[0].group, "g0");
+        assert_eq!(groups[0].cpus, "0");
+        assert_eq!(groups[0].runs, 100);
+        assert_eq!(groups[0].p50_us, Some(2.048));
+        assert_eq!(groups[0].p99_us, Some(8.192));
+        assert_eq!(groups[1].group, "host");
+        assert_eq!(groups[1].cpus, "1");
+        assert_eq!(groups[1].p99_us, Some(4.096));
+        let figures = report.figures("x", "ok");
+        assert_eq!(
+            figures["isolation_corral_unmapped_rq_g0_p99_us"],
+            json!(8.192)
+        );
+        assert_eq!(
+            figures["isolation_corral_unmapped_rq_host_p50_us"],
+            json!(4.096)
+        );
+        let md = report.markdown("cargo xtask bench isolation", &[]);
+        assert!(
+            md.contains("| `corral_unmapped` | g0 | 0 | 100 | 2 µs | 8 µs |"),
+            "{md}"
+        );
+    }
+
+    /// Goals are judged per corral variant with their margins; a peer that did not run is
+    /// "not measured", never met.
+    #[test]
+    fn goals_are_judged_against_solo_and_the_peers() {
+        let lines = vec![
+            run_line("solo", 1, true, 100.0, 200.0),
+            run_line("cpuset", 1, true, 100.0, 220.0),
+            run_line("eevdf", 1, true, 150.0, 300.0),
+            run_line("corral_mapped", 1, true, 104.0, 260.0),
+            "CORRAL-BENCH-DONE".to_owned(),
+        ];
+        let report = Report::new(
+            &params(
+                vec![
+                    Variant::Solo,
+                    Variant::Eevdf,
+                    Variant::Cpuset,
+                    Variant::CorralMapped,
+                ],
+                1,
+            ),
+            parse_console(&lines).unwrap(),
+        );
+        let goals = report.goal_lines().join("\n");
+        assert!(
+            goals.contains("corral_mapped: p50 ≤ 1.05× solo: **met** (1.04×"),
+            "{goals}"
+        );
+        assert!(
+            goals.contains("corral_mapped: p99 ≤ 1.2× solo: **missed** (1.30×, +8%"),
+            "{goals}"
+        );
+        assert!(goals.contains("corral_mapped: at least as good as cpuset at p99: **missed** (1.30× against 1.10×)"), "{goals}");
+        assert!(
+            goals.contains("corral_mapped: better than EEVDF at p50: **met**"),
+            "{goals}"
+        );
+        assert!(
+            goals.contains("corral_mapped: better than scx_layered at p99: not measured"),
+            "{goals}"
+        );
+        assert!(
+            goals.contains("corral_unmapped: p50 ≤ 1.05× solo: not measured"),
+            "{goals}"
+        );
+        assert!(goals.contains("zero scheduler exits: **met**"), "{goals}");
+    }
+
+    /// The charts are drawn from the median run's CDF and the ratios, and named in Markdown.
+    #[test]
+    fn plots_draw_the_median_runs_cdf_and_the_ratios() {
+        let cdf: Vec<String> = (1..=100).map(|p| format!("{}.0", p * 10)).collect();
+        let line = |variant: &str, run: u32, p99: f64| {
+            run_line(variant, run, true, 100.0, p99).replace(
+                "\"cpus\":[0]",
+                &format!("\"cpus\":[0],\"cdf_us\":[{}]", cdf.join(",")),
+            )
+        };
+        let lines = vec![
+            line("solo", 1, 200.0),
+            line("solo", 2, 300.0),
+            line("solo", 3, 250.0),
+            "CORRAL-BENCH-DONE".to_owned(),
+        ];
+        let report = Report::new(
+            &params(vec![Variant::Solo], 3),
+            parse_console(&lines).unwrap(),
+        );
+        assert_eq!(report.median_run(Variant::Solo).map(|r| r.run), Some(3));
+        let dir = std::env::temp_dir().join(format!("corral-iso-plots-{}", std::process::id()));
+        let charts = report.plots(&dir).unwrap();
+        let names: Vec<&str> = charts.iter().map(|c| c.1.as_str()).collect();
+        assert_eq!(names, ["isolation_cdf.svg", "isolation_ratios.svg"]);
+        let svg = std::fs::read_to_string(dir.join("isolation_cdf.svg")).unwrap();
+        assert!(
+            svg.contains("solo (run 3)"),
+            "the legend names the median run"
+        );
+        let md = report.markdown("c", &[("CDF".into(), "bench/isolation_cdf.svg".into())]);
+        assert!(md.contains("![CDF](bench/isolation_cdf.svg)"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A scheduler that exits during a run is recorded in the report, its run is left out of

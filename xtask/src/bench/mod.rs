@@ -9,9 +9,13 @@
 //! - [`host`]: enforcement latency and invocation overhead on this machine, each beside its
 //!   alternative (`corral bench enforce|invoke`).
 //! - [`isolation`]: a latency-sensitive function beside CPU noise, per scheduler.
+//! - [`remap`]: time until a loaded cgroup runs only on its new CPUs, corral against cpuset.
+//! - [`plot`]: the SVG charts in `docs/bench/`.
 
 pub mod host;
 pub mod isolation;
+pub mod plot;
+pub mod remap;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

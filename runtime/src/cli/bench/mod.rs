@@ -7,6 +7,8 @@
 //! - [`invoke`]: corral's invocation path (the public handle, `sim` containers, `memory`
 //!   enforcement) against a direct lock-based implementation of the same work, at several
 //!   concurrencies, with the floor of a thread-to-thread round trip measured beside it.
+//! - [`remap`]: how long a loaded cgroup takes to run only on its new CPUs after one map update
+//!   (with `corral sched` attached) against one cgroup v2 `cpuset.cpus` write.
 //!
 //! Every part prints a table and, with `--json`, writes its figures as a JSON array of
 //! [`Figure`]s with stable keys; `cargo xtask bench` collects them into
@@ -15,6 +17,7 @@
 
 pub mod enforce;
 pub mod invoke;
+pub mod remap;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -44,6 +47,9 @@ pub enum Part {
     /// Invocation overhead and throughput at several concurrencies, against a lock-based
     /// baseline doing the same work.
     Invoke(invoke::InvokeArgs),
+    /// Time until a loaded cgroup runs only on its new CPUs: a map update (needs `corral sched`
+    /// attached) or a cgroup v2 cpuset.cpus write.
+    Remap(remap::RemapArgs),
 }
 
 /// One measured figure. Latencies carry `p50` and `p99`; rates carry `value`.
@@ -87,6 +93,15 @@ impl Figure {
         }
     }
 
+    /// A latency figure in milliseconds from raw samples (nearest-rank percentiles).
+    pub fn latency_ms(key: &str, what: impl Into<String>, samples: &mut [Duration]) -> Figure {
+        let mut f = Figure::latency_us(key, what, samples);
+        f.unit = "ms";
+        f.p50 = f.p50.map(|us| us / 1e3);
+        f.p99 = f.p99.map(|us| us / 1e3);
+        f
+    }
+
     /// A rate figure.
     pub fn rate(key: &str, what: impl Into<String>, value: f64, samples: usize) -> Figure {
         Figure {
@@ -126,6 +141,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     let figures = match args.part {
         Part::Enforce(a) => enforce::run(&a)?,
         Part::Invoke(a) => invoke::run(&a)?,
+        Part::Remap(a) => remap::run(&a)?,
     };
     print_table(&figures);
     if let Some(path) = &args.json {
@@ -194,6 +210,11 @@ impl LoadedCgroup {
                 .with_context(|| format!("cannot move pid {pid} into {}", cg.dir.display()))?;
         }
         Ok(cg)
+    }
+
+    /// The processes' ids.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
     }
 
     /// Its cgroup id and path.
