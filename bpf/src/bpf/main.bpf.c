@@ -654,6 +654,108 @@ __noinline int move_first(u64 dsq_id, s32 cpu, u64 stuck_before, u64 hard_before
 	return false;
 }
 
+/*
+ * Move remapped task @p (iterated in its old group's DSQ) to @now_group:
+ * straight to @cpu's local DSQ when @cpu is one of the new group's that @p
+ * may use (this CPU would otherwise idle with the task queued, its group
+ * already tried this round), else into the new group's DSQ of its order
+ * (vtime-ordered at the group's clock, like a fresh arrival) with a CPU of
+ * the group kicked. @it is the DSQ iterator; inlined, so the verifier sees it
+ * in the caller's frame. Returns 1 when @p went to @cpu, 0 when to the
+ * group's DSQ, -1 when it did not move (it stays where it is).
+ */
+static __always_inline int regroup_task(struct bpf_iter_scx_dsq *it, struct task_struct *p,
+					struct task_ctx *tctx, u32 now_group,
+					struct group_state *nst, struct bpf_cpumask *nmask, s32 cpu)
+{
+	struct corral_group_stats *stats;
+	u32 old_group = tctx->group;
+	u64 old_vtime = tctx->vtime;
+	s32 idle;
+
+	/* Written before the move: once moved, another CPU may run it at once. */
+	tctx->group = now_group;
+	tctx->vtime = nst->vtime_now;
+	if (bpf_cpumask_test_cpu(cpu, cast_mask(nmask)) && bpf_cpumask_test_cpu(cpu, p->cpus_ptr) &&
+	    (!is_migration_disabled(p) || scx_bpf_task_cpu(p) == cpu) &&
+	    scx_bpf_dsq_move(it, p, SCX_DSQ_LOCAL, 0)) {
+		stats = stats_get(now_group);
+		if (stats)
+			stats->enqueues++;
+		return 1;
+	}
+	if (nst->order == CORRAL_ORDER_VTIME) {
+		scx_bpf_dsq_move_set_vtime(it, nst->vtime_now);
+		if (!scx_bpf_dsq_move_vtime(it, p,
+					    CORRAL_DSQ_VTIME_BASE + now_group, 0))
+			goto unmoved;
+	} else if (!scx_bpf_dsq_move(it, p, CORRAL_DSQ_FIFO_BASE + now_group, 0)) {
+		goto unmoved;
+	}
+	stats = stats_get(now_group);
+	if (stats)
+		stats->enqueues++;
+	idle = pick_idle_in(p, cast_mask(nmask), -1);
+	if (idle >= 0)
+		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
+	else
+		preempt_guest(p, cast_mask(nmask));
+	return 0;
+unmoved:
+	tctx->group = old_group;
+	tctx->vtime = old_vtime;
+	return -1;
+}
+
+/*
+ * move_first() for @group's DSQ @dsq_id, with one more rule: a task whose
+ * cgroup was remapped to another group while it waited here does not run
+ * here; regroup_task() moves it to its new group, so a remapped cgroup's
+ * queued tasks leave at the old group's next dispatch instead of each running
+ * one more slice on the old CPUs. Remaps to the host group are left to the
+ * task's next enqueue. A migration-disabled task moves only to a group
+ * holding its CPU. Only the tasks dispatch reaches are checked, each with the
+ * resolution cache's one lookup. Returns whether a task moved to @cpu's local
+ * DSQ.
+ */
+__noinline int move_first_of_group(u64 dsq_id, s32 cpu, u32 group)
+{
+	struct group_state *nst;
+	struct bpf_cpumask *nmask;
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	u32 now_group;
+	int moved;
+
+	if (!scx_bpf_dsq_nr_queued(dsq_id))
+		return false;
+	bpf_for_each(scx_dsq, p, dsq_id, 0) {
+		tctx = task_ctx_get(p, false);
+		if (tctx && tctx->why == PLACED_GROUP && tctx->group == group) {
+			now_group = resolve_group(p, tctx);
+			nst = now_group != group && now_group < CORRAL_MAX_GROUPS ?
+				      group_state_get(now_group) : NULL;
+			nmask = nst ? nst->mask : NULL;
+			if (nmask && placeable(p, nst) &&
+			    (!is_migration_disabled(p) ||
+			     bpf_cpumask_test_cpu(scx_bpf_task_cpu(p), cast_mask(nmask)))) {
+				moved = regroup_task(BPF_FOR_EACH_ITER, p, tctx, now_group, nst, nmask, cpu);
+				if (moved > 0)
+					return true;
+				if (moved == 0)
+					continue;
+			}
+		}
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (is_migration_disabled(p) && scx_bpf_task_cpu(p) != cpu)
+			continue;
+		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+			return true;
+	}
+	return false;
+}
+
 /* Move the first task of @group's DSQs that may run on @cpu to its local DSQ. */
 static bool consume_group(u32 group, s32 cpu)
 {
@@ -666,7 +768,7 @@ static bool consume_group(u32 group, s32 cpu)
 	first = group_dsq(group, st->order);
 	second = group_dsq(group, st->order == CORRAL_ORDER_VTIME ? CORRAL_ORDER_FIFO :
 								     CORRAL_ORDER_VTIME);
-	if (!move_first(first, cpu, 0, 0, 0) && !move_first(second, cpu, 0, 0, 0))
+	if (!move_first_of_group(first, cpu, group) && !move_first_of_group(second, cpu, group))
 		return false;
 	stats = stats_get(group);
 	if (stats)

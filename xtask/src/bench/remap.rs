@@ -46,7 +46,7 @@ say "cpuset: $MOVES moves of 4 busy threads between cpuset.cpus 1 and 2 (no sche
 if corral bench remap --via cpuset --cpus 1:2 --moves $MOVES --json $OUT/cpuset.json > $OUT/cpuset.log 2>&1; then
     echo "CORRAL-BENCH-REMAP $(tr -d '\n' < $OUT/cpuset.json)"
 else
-    fail cpuset "$(tail -n 3 $OUT/cpuset.log | tr '\n' ' ')"
+    fail cpuset "$(grep -v '^ *$' $OUT/cpuset.log | tail -n 4 | tr '\n' ' ')"
 fi
 
 cat > $OUT/remap.toml <<'EOF'
@@ -79,7 +79,7 @@ if [ "$(state)" = enabled ]; then
             fail corral "the scheduler exited during the run (state $(state)): $(tail -n 3 $OUT/sched.log | tr '\n' ' ')"
         fi
     else
-        fail corral "$(tail -n 3 $OUT/corral.log | tr '\n' ' ')"
+        fail corral "$(grep -v '^ *$' $OUT/corral.log | tail -n 4 | tr '\n' ' ')"
     fi
 fi
 kill -INT $SPID 2>/dev/null

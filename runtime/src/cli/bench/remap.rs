@@ -8,11 +8,22 @@
 //! - `remap_cpuset_ms`: one cgroup v2 `cpuset.cpus` write, after which the kernel migrates every
 //!   task of the cgroup itself, inside the write.
 //!
-//! The clock starts before the update or write and stops at the first sample from which every
-//! thread of the cgroup stayed on the new CPUs for `--hold-ms` (a thread that has not run since
-//! the move still reads its old CPU, so "fully on" means every thread has run there). The cgroup
-//! alternates between the two placements `--moves` times. `remap_<via>_write_us` is the update
-//! or write alone.
+//! Every 250 µs the sampler reads each busy thread's CPU (field 39 of `/proc/<tid>/stat`) and
+//! its run time (`/proc/<tid>/schedstat`). The clock starts before the update or write, and:
+//!
+//! - `remap_<via>_ms` stops at the last sample interval in which a thread ran (its run time
+//!   grew) on an old CPU, once no such run followed for `--hold-ms` while the cgroup ran on the
+//!   new CPUs: from then on the cgroup runs only on its new CPUs. It is never earlier than the
+//!   end of the update or write, inside which nothing can be sampled (a cpuset write migrates
+//!   the tasks before it returns);
+//! - `remap_<via>_all_moved_ms` stops once every thread's field 39 has read a new CPU for
+//!   `--hold-ms`: every thread has run there. cpuset moves queued tasks to the new CPUs' run
+//!   queues inside the write; under sched_ext a task waiting in a queue keeps its old CPU until
+//!   it is dispatched, so with 4 threads on a 1-CPU group this takes 3 of the new group's
+//!   slices, although none of them runs on an old CPU meanwhile.
+//!
+//! The cgroup alternates between the two placements `--moves` times. `remap_<via>_write_us` is
+//! the update or write alone.
 //!
 //! Run it in a guest with sched_ext (corral) or any cgroup v2 host (cpuset); `cargo xtask bench
 //! remap` does both in a 4-vCPU guest, with the two placements on CPUs 1 and 2 and the sampler
@@ -54,10 +65,10 @@ pub struct RemapArgs {
     pub via: Via,
     /// corral: the two published groups the cgroup alternates between (`corral maps dump`
     /// lists them).
-    #[arg(long, value_delimiter = ',', num_args = 2, default_value = "0,1")]
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
     pub groups: Vec<u32>,
     /// cpuset: the two CPU lists the cgroup alternates between.
-    #[arg(long, value_delimiter = ':', num_args = 2, default_value = "1:2")]
+    #[arg(long, value_delimiter = ':', default_value = "1:2")]
     pub cpus: Vec<String>,
     /// Busy (spinning) single-threaded processes in the cgroup.
     #[arg(long, default_value_t = 4)]
@@ -85,18 +96,35 @@ struct Placement {
     label: String,
 }
 
-/// Every thread id of `pids`' processes.
-fn threads(pids: &[u32]) -> Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for pid in pids {
-        let dir = format!("/proc/{pid}/task");
-        for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
-            if let Some(tid) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
-                out.push(tid);
+/// The spinning threads of `pids`' corral-spin processes: every thread but the main one, which
+/// only waits for its worker (a sleeping thread is never moved until it wakes, so it would read
+/// its old CPU forever). Waits up to 5 s for the workers to exist.
+fn busy_threads(pids: &[u32]) -> Result<Vec<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut out = Vec::new();
+        let mut all_started = true;
+        for &pid in pids {
+            let dir = format!("/proc/{pid}/task");
+            let mut workers = 0;
+            for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+                if let Some(tid) = e?.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                    if tid != pid {
+                        out.push(tid);
+                        workers += 1;
+                    }
+                }
             }
+            all_started &= workers > 0;
         }
+        if all_started {
+            return Ok(out);
+        }
+        if Instant::now() > deadline {
+            bail!("the busy processes {pids:?} did not start their spinning threads within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(out)
 }
 
 /// Field 39 of `/proc/<tid>/stat`: the CPU the thread is on (last ran on).
@@ -114,35 +142,83 @@ fn cpu_of(tid: u32) -> Result<u32> {
         .with_context(|| format!("{path} has no processor field"))
 }
 
-/// Waits until every thread of `tids` has stayed on `cpus` for `hold`; returns how long after
-/// `t0` that began.
+/// The first field of `/proc/<tid>/schedstat`: the thread's time on a CPU, in ns.
+fn runtime_ns(tid: u32) -> Result<u64> {
+    let path = format!("/proc/{tid}/schedstat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .with_context(|| format!("{path} does not start with a run time"))
+}
+
+/// When a move settled, after `t0`, by two readings of the same samples.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    /// The cgroup runs only on its new CPUs: the end of the last sample interval in which a
+    /// thread ran (its run time grew) on an old CPU. A thread that waits in a queue is not
+    /// running anywhere.
+    only_new: Duration,
+    /// Every thread's CPU (field 39) reads a new CPU: every thread has run there at least
+    /// once. Under sched_ext a queued task keeps its old CPU until it is dispatched, so with 4
+    /// threads on a 1-CPU group this takes 3 of the new group's slices.
+    all_moved: Duration,
+}
+
+/// Samples `tids` every 250 µs until both readings of [`Settled`] have held for `hold`:
+/// no run on an old CPU (with the cgroup running on the new ones meanwhile), and every
+/// thread's CPU among `cpus`. `before` holds the threads' run times read just before `t0`;
+/// `written` is when the update or write returned: what ran inside it cannot be seen (a
+/// cpuset write migrates the tasks before it returns), so `only_new` is never earlier.
 fn settle(
     tids: &[u32],
     cpus: &[u32],
+    before: Vec<u64>,
     t0: Instant,
+    written: Instant,
     hold: Duration,
     timeout: Duration,
-) -> Result<Duration> {
-    let mut streak: Option<Instant> = None;
+) -> Result<Settled> {
+    let mut last = before;
+    let mut last_old_run = written;
+    let mut new_progress_since_old = false;
+    let mut all_moved_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let mut where_ = Vec::with_capacity(tids.len());
-        for &tid in tids {
-            where_.push(cpu_of(tid)?);
+        for (i, &tid) in tids.iter().enumerate() {
+            let cpu = cpu_of(tid)?;
+            let ran = runtime_ns(tid)?;
+            if ran > last[i] {
+                if cpus.contains(&cpu) {
+                    new_progress_since_old = true;
+                } else {
+                    last_old_run = now;
+                    new_progress_since_old = false;
+                }
+            }
+            last[i] = ran;
+            where_.push(cpu);
         }
         if where_.iter().all(|c| cpus.contains(c)) {
-            let began = *streak.get_or_insert(now);
-            if now - began >= hold {
-                return Ok(began - t0);
-            }
+            all_moved_since.get_or_insert(now);
         } else {
-            streak = None;
+            all_moved_since = None;
+        }
+        let only_new_held = new_progress_since_old && now - last_old_run >= hold;
+        if let Some(since) = all_moved_since.filter(|s| only_new_held && now - *s >= hold) {
+            return Ok(Settled {
+                only_new: last_old_run - t0,
+                all_moved: since - t0,
+            });
         }
         if now - t0 > timeout {
             bail!(
-                "the cgroup's threads {tids:?} were still on CPUs {where_:?}, not all on {cpus:?}, \
-                 {} ms after the move (raise --timeout-ms, or check that the scheduler is attached)",
-                timeout.as_millis()
+                "the cgroup's threads {tids:?} were on CPUs {where_:?}, not all on {cpus:?}, {} ms \
+                 after the move (last run on an old CPU {} ms after it; raise --timeout-ms, or \
+                 check that the scheduler is attached)",
+                timeout.as_millis(),
+                (last_old_run - t0).as_millis()
             );
         }
         std::thread::sleep(Duration::from_micros(250));
@@ -153,6 +229,15 @@ fn settle(
 pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
     if args.moves < 1 || args.busy < 1 {
         bail!("--moves and --busy must be at least 1");
+    }
+    if args.groups.len() != 2 {
+        bail!("--groups takes two groups, as A,B (got {:?})", args.groups);
+    }
+    if args.cpus.len() != 2 {
+        bail!(
+            "--cpus takes two CPU lists, as A:B, e.g. 1:2 or 0-1:2-3 (got {:?})",
+            args.cpus
+        );
     }
     let root = cgroup2_root().context("no cgroup2 file system is mounted")?;
     let online = corral_actors::config::online_cpus()?;
@@ -226,7 +311,7 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
     let load = LoadedCgroup::start(dir, args.busy, 0, &spin)?;
     let cgroup = cgroup_id_of(&load.dir)?;
     let pids: Vec<u32> = load.pids();
-    let tids = threads(&pids)?;
+    let tids = busy_threads(&pids)?;
     let hold = Duration::from_millis(args.hold_ms);
     let timeout = Duration::from_millis(args.timeout_ms);
     eprintln!(
@@ -248,28 +333,54 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
             (None, _) => write_cpuset(&load.dir, &args.cpus[p]),
         }
     };
-    let outcome = (|| -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let outcome = (|| -> Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>)> {
         // The first placement, untimed: every thread starts from placement 0.
+        let runtimes = || {
+            tids.iter()
+                .map(|&t| runtime_ns(t))
+                .collect::<Result<Vec<_>>>()
+        };
         move_to(0)?;
-        settle(&tids, &placements[0].cpus, Instant::now(), hold, timeout)?;
-        let (mut settled, mut writes) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        settle(
+            &tids,
+            &placements[0].cpus,
+            runtimes()?,
+            now,
+            now,
+            hold,
+            timeout,
+        )?;
+        let (mut only_new, mut all_moved, mut writes) = (Vec::new(), Vec::new(), Vec::new());
         let bar = indicatif::ProgressBar::new(u64::from(args.moves));
         for i in 0..args.moves {
             let to = (i as usize + 1) % 2;
+            let before = runtimes()?;
             let t0 = Instant::now();
             move_to(to)?;
-            writes.push(t0.elapsed());
-            settled.push(settle(&tids, &placements[to].cpus, t0, hold, timeout)?);
+            let written = Instant::now();
+            writes.push(written - t0);
+            let s = settle(
+                &tids,
+                &placements[to].cpus,
+                before,
+                t0,
+                written,
+                hold,
+                timeout,
+            )?;
+            only_new.push(s.only_new);
+            all_moved.push(s.all_moved);
             bar.inc(1);
         }
         bar.finish_and_clear();
-        Ok((settled, writes))
+        Ok((only_new, all_moved, writes))
     })();
     if let Some(maps) = &maps {
         // Best effort: the cgroup is about to go, and the writer's entry with it.
         let _ = maps.cgroups().remove(cgroup);
     }
-    let (mut settled, mut writes) = outcome?;
+    let (mut only_new, mut all_moved, mut writes) = outcome?;
     let name = args.via.name();
     let what = match args.via {
         Via::Corral => "a loaded cgroup fully on its new group's CPUs after one cgroup-map update",
@@ -278,9 +389,14 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
         }
     };
     Ok(vec![
-        Figure::latency_ms(&format!("remap_{name}_ms"), what, &mut settled)
+        Figure::latency_ms(&format!("remap_{name}_ms"), what, &mut only_new)
             .with("busy_threads", tids.len())
             .with("hold_ms", args.hold_ms),
+        Figure::latency_ms(
+            &format!("remap_{name}_all_moved_ms"),
+            "every thread's CPU (field 39) reads a new CPU: each has run there once",
+            &mut all_moved,
+        ),
         Figure::latency_us(
             &format!("remap_{name}_write_us"),
             match args.via {
