@@ -5,7 +5,7 @@
 //! - `cargo xtask test`: setup, host tests, then the VM test suite in the guest.
 //! - `cargo xtask demo`: the main job, `corral run examples/demo.toml`, on the host when it runs
 //!   sched_ext and in the guest otherwise.
-//! - `cargo xtask bench [--quick] [enforce|invoke|isolation]`: every benchmark part, or one;
+//! - `cargo xtask bench [--quick] [enforce|invoke|isolation|remap]`: every benchmark part, or one;
 //!   figures into target/bench/report.json and docs/benchmarks.md.
 //!
 //! Each task is a plan ([`xtask::plan`]) that starts with setup, so nothing is built before the
@@ -140,7 +140,7 @@ struct BenchArgs {
     /// target/bench/report.quick.json, and docs/benchmarks.md is left alone.
     #[arg(long, global = true)]
     quick: bool,
-    /// One part; without it, every part (host parts, then isolation in the guest).
+    /// One part; without it, every part (host parts, then isolation and remap in the guest).
     #[command(subcommand)]
     which: Option<BenchCommand>,
 }

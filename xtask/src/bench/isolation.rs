@@ -779,7 +779,7 @@ impl Report {
                                 c < o
                             };
                             format!(
-                                "- {name}: {what} at {q}: {} ({c:.2}× against {o:.2}×)",
+                                "- {name}: {what} at {q}: {} ({c:.3}× against {o:.3}×)",
                                 judge(met)
                             )
                         }
@@ -1511,7 +1511,7 @@ mod tests {
             goals.contains("corral_mapped: p99 ≤ 1.2× solo: **missed** (1.30×, +8%"),
             "{goals}"
         );
-        assert!(goals.contains("corral_mapped: at least as good as cpuset at p99: **missed** (1.30× against 1.10×)"), "{goals}");
+        assert!(goals.contains("corral_mapped: at least as good as cpuset at p99: **missed** (1.300× against 1.100×)"), "{goals}");
         assert!(
             goals.contains("corral_mapped: better than EEVDF at p50: **met**"),
             "{goals}"

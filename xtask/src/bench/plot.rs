@@ -131,7 +131,8 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_area_size(35)
         .y_label_area_size(60);
     let bar_style = |i: usize| Palette99::pick(i).mix(0.8).filled();
-    let x_range = (0..n).into_segmented();
+    // 0..n-1: a segmented range holds its end value as a segment too.
+    let x_range = (0..n - 1).into_segmented();
     if panel.log {
         let lo = (lo.max(1e-6) / 2.0).max(1e-6);
         let mut chart = builder.build_cartesian_2d(x_range, (lo..hi * 2.0).log_scale())?;

@@ -127,7 +127,7 @@ pub fn parse_console(lines: &[String]) -> Result<GuestResults> {
     Ok(out)
 }
 
-/// The goal: the loaded cgroup fully on its new CPUs at least 10× sooner with corral than with
+/// The goal: the loaded cgroup running only on its new CPUs at least 10× sooner with corral than with
 /// cpuset, judged at p50 and p99. `None` when a figure is missing.
 pub fn goal_lines(report: &Map<String, Value>) -> Vec<String> {
     let get = |key: &str, field: &str| report.get(key)?.get(field)?.as_f64();

@@ -180,6 +180,10 @@ fn settle(
     timeout: Duration,
 ) -> Result<Settled> {
     let mut last = before;
+    // The CPU each thread read at the previous sample: a run counts as on an old CPU only when
+    // the thread read an old CPU at both ends of the interval, since a thread migrating between
+    // its two reads (stat, then schedstat) may have read the old CPU and then run on the new.
+    let mut prev_cpu: Vec<Option<u32>> = vec![None; tids.len()];
     let mut last_old_run = written;
     let mut new_progress_since_old = false;
     let mut all_moved_since: Option<Instant> = None;
@@ -190,14 +194,17 @@ fn settle(
             let cpu = cpu_of(tid)?;
             let ran = runtime_ns(tid)?;
             if ran > last[i] {
-                if cpus.contains(&cpu) {
-                    new_progress_since_old = true;
-                } else {
+                let old_both =
+                    !cpus.contains(&cpu) && prev_cpu[i].is_none_or(|c| !cpus.contains(&c));
+                if old_both {
                     last_old_run = now;
                     new_progress_since_old = false;
+                } else if cpus.contains(&cpu) {
+                    new_progress_since_old = true;
                 }
             }
             last[i] = ran;
+            prev_cpu[i] = Some(cpu);
             where_.push(cpu);
         }
         if where_.iter().all(|c| cpus.contains(c)) {
@@ -380,23 +387,27 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
         // Best effort: the cgroup is about to go, and the writer's entry with it.
         let _ = maps.cgroups().remove(cgroup);
     }
-    let (mut only_new, mut all_moved, mut writes) = outcome?;
+    let (only_new, all_moved, mut writes) = outcome?;
     let name = args.via.name();
     let what = match args.via {
-        Via::Corral => "a loaded cgroup fully on its new group's CPUs after one cgroup-map update",
+        Via::Corral => {
+            "a loaded cgroup runs only on its new group's CPUs after one cgroup-map update"
+        }
         Via::Cpuset => {
-            "a loaded cgroup fully on its new CPUs after one cgroup v2 cpuset.cpus write"
+            "a loaded cgroup runs only on its new CPUs after one cgroup v2 cpuset.cpus write"
         }
     };
     Ok(vec![
-        Figure::latency_ms(&format!("remap_{name}_ms"), what, &mut only_new)
+        Figure::latency_ms(&format!("remap_{name}_ms"), what, &mut only_new.clone())
             .with("busy_threads", tids.len())
-            .with("hold_ms", args.hold_ms),
+            .with("hold_ms", args.hold_ms)
+            .with("moves_ms", ms_list(&only_new)),
         Figure::latency_ms(
             &format!("remap_{name}_all_moved_ms"),
             "every thread's CPU (field 39) reads a new CPU: each has run there once",
-            &mut all_moved,
-        ),
+            &mut all_moved.clone(),
+        )
+        .with("moves_ms", ms_list(&all_moved)),
         Figure::latency_us(
             &format!("remap_{name}_write_us"),
             match args.via {
@@ -408,6 +419,14 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
             &mut writes,
         ),
     ])
+}
+
+/// Each move's figure in ms (rounded to µs), in the order measured.
+fn ms_list(samples: &[Duration]) -> Vec<f64> {
+    samples
+        .iter()
+        .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
+        .collect()
 }
 
 fn write_cpuset(dir: &Path, cpus: &str) -> Result<()> {
