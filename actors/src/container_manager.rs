@@ -31,8 +31,8 @@ use crate::container_backend::{
 use crate::error::ActorError;
 use crate::map_writer::MapWriter;
 use crate::messages::{
-    AcquireContainer, DrainContainers, EnforceGroup, LeasedContainer, PoolReport, ReapIdle,
-    RegisterFunction, ReleaseContainer, RemoveEnforcement, ReportPool, StartKind,
+    AcquireContainer, DrainContainers, EnforceGroup, EnforcementParts, LeasedContainer, PoolReport,
+    ReapIdle, RegisterFunction, ReleaseContainer, RemoveEnforcement, ReportPool, StartKind,
 };
 use crate::supervision::{guard, points, Failpoints};
 use crate::telemetry::{ActorKind, JournalEvent, Telemetry};
@@ -409,6 +409,8 @@ impl Handler<AcquireContainer> for ContainerManager {
             let enforcement_time = t.elapsed();
             match acked {
                 Ok(enforcement) => {
+                    let enforcement_parts =
+                        EnforcementParts::split(t, enforcement_time, &enforcement);
                     telemetry.record(JournalEvent::ContainerHandedOut {
                         cgroup: info.cgroup.id.0,
                         lease: lease.id(),
@@ -425,6 +427,7 @@ impl Handler<AcquireContainer> for ContainerManager {
                         start,
                         cold_start,
                         enforcement: enforcement_time,
+                        enforcement_parts,
                     })
                 }
                 Err(e) => {
@@ -438,6 +441,8 @@ impl Handler<AcquireContainer> for ContainerManager {
                         sched_ext: false,
                         join: Vec::new(),
                         commit_time: Duration::ZERO,
+                        sweep_time: Duration::ZERO,
+                        handled_at: None,
                     };
                     me.do_send(ReleaseContainer {
                         container: Container {

@@ -138,6 +138,7 @@ impl Handler<EnforceGroup> for MapWriter {
     type Result = Result<Enforcement, ActorError>;
 
     fn handle(&mut self, msg: EnforceGroup, ctx: &mut Context<Self>) -> Self::Result {
+        let handled_at = Instant::now();
         guard::<Self, _, _>(NAME, "EnforceGroup", ctx, || {
             self.failpoints.hit(points::ENFORCE_GROUP);
             let group = self.group(msg.group)?.clone();
@@ -158,6 +159,7 @@ impl Handler<EnforceGroup> for MapWriter {
                 }
             };
             enforcement.commit_time = start.elapsed();
+            enforcement.handled_at = Some(handled_at);
             self.mirror.insert(msg.cgroup.id, msg.group);
             self.telemetry
                 .enforcements_committed

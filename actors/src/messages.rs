@@ -91,6 +91,46 @@ pub struct LeasedContainer {
     pub cold_start: Duration,
     /// Time from sending `EnforceGroup` to its acknowledgement.
     pub enforcement: Duration,
+    /// `enforcement`, part by part.
+    pub enforcement_parts: EnforcementParts,
+}
+
+/// Where an enforcement's time went, as the container manager saw it: the four parts add up
+/// to the time from sending `EnforceGroup` to its acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EnforcementParts {
+    /// From sending `EnforceGroup` until the map writer began handling it: its mailbox, behind
+    /// whatever the actix thread was doing (or waiting for a CPU).
+    pub mailbox_wait: Duration,
+    /// The backend's commit without the sweep: the map update (or the cpuset write).
+    pub update: Duration,
+    /// The `SCHED_EXT` policy sweep over the cgroup's threads (partial mode only).
+    pub sweep: Duration,
+    /// From the commit's end until the acknowledgement resumed the container manager.
+    pub reply: Duration,
+}
+
+impl EnforcementParts {
+    /// Splits `total` (measured from `sent`) by the writer's timestamps in `ack`. Without a
+    /// handling time (a backend path that sets none) everything but the commit is counted as
+    /// mailbox wait.
+    pub fn split(
+        sent: std::time::Instant,
+        total: Duration,
+        ack: &crate::container_backend::Enforcement,
+    ) -> EnforcementParts {
+        let commit = ack.commit_time.min(total);
+        let mailbox_wait = ack
+            .handled_at
+            .map_or(total - commit, |h| h.saturating_duration_since(sent))
+            .min(total - commit);
+        EnforcementParts {
+            mailbox_wait,
+            update: commit.saturating_sub(ack.sweep_time),
+            sweep: ack.sweep_time.min(commit),
+            reply: total - commit - mailbox_wait,
+        }
+    }
 }
 
 /// Returns a container after an invocation: the container goes back to the pool (or is
@@ -187,3 +227,69 @@ pub struct GetSchedulerStatus;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SchedulerStatus, ActorError>")]
 pub struct StopScheduler;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GroupId;
+    use crate::container_backend::{CgroupId, Enforcement};
+    use std::time::Instant;
+
+    fn ack(commit_ms: u64, sweep_ms: u64, handled_at: Option<Instant>) -> Enforcement {
+        Enforcement {
+            cgroup: CgroupId(1),
+            group: GroupId(0),
+            cpus: vec![0],
+            sched_ext: false,
+            join: Vec::new(),
+            commit_time: Duration::from_millis(commit_ms),
+            sweep_time: Duration::from_millis(sweep_ms),
+            handled_at,
+        }
+    }
+
+    /// The parts add up to the total: the wait runs to the writer's handling time, the commit
+    /// splits into update and sweep, and the rest is the reply.
+    #[test]
+    fn enforcement_parts_add_up_to_the_total() {
+        let sent = Instant::now();
+        let total = Duration::from_millis(20);
+        let p = EnforcementParts::split(
+            sent,
+            total,
+            &ack(5, 2, Some(sent + Duration::from_millis(12))),
+        );
+        assert_eq!(p.mailbox_wait, Duration::from_millis(12));
+        assert_eq!(p.update, Duration::from_millis(3));
+        assert_eq!(p.sweep, Duration::from_millis(2));
+        assert_eq!(p.reply, Duration::from_millis(3));
+        assert_eq!(p.mailbox_wait + p.update + p.sweep + p.reply, total);
+    }
+
+    /// Without a handling time everything outside the commit is wait; timestamps that do not
+    /// fit the total (clock reads on two threads) never make a part exceed it.
+    #[test]
+    fn enforcement_parts_stay_within_the_total() {
+        let sent = Instant::now();
+        let total = Duration::from_millis(10);
+        let p = EnforcementParts::split(sent, total, &ack(4, 0, None));
+        assert_eq!(
+            (p.mailbox_wait, p.reply),
+            (Duration::from_millis(6), Duration::ZERO)
+        );
+        let late = EnforcementParts::split(
+            sent,
+            total,
+            &ack(4, 0, Some(sent + Duration::from_millis(50))),
+        );
+        assert_eq!(
+            late.mailbox_wait + late.update + late.sweep + late.reply,
+            total
+        );
+        let huge = EnforcementParts::split(sent, total, &ack(40, 50, Some(sent)));
+        assert_eq!(
+            huge.mailbox_wait + huge.update + huge.sweep + huge.reply,
+            total
+        );
+    }
+}

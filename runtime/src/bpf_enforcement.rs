@@ -142,14 +142,20 @@ impl MapBackend for BpfMapBackend {
     }
 
     fn enforce(&mut self, cgroup: &CgroupRef, group: &CpuGroup) -> Result<Enforcement, ActorError> {
-        let previous = self
-            .maps
-            .cgroups()
-            .get(cgroup.id.0)
-            .map_err(bpf_error(format!(
-                "read the mapping of cgroup {}",
-                cgroup.id
-            )))?;
+        let partial = self.mode == SchedMode::Partial;
+        // Only partial mode can fail after the update (the sweep), so only it reads the entry
+        // to roll back to; full switch commits with the one update and nothing else.
+        let previous = if partial {
+            self.maps
+                .cgroups()
+                .get(cgroup.id.0)
+                .map_err(bpf_error(format!(
+                    "read the mapping of cgroup {}",
+                    cgroup.id
+                )))?
+        } else {
+            None
+        };
         self.maps
             .cgroups()
             .insert(cgroup.id.0, group.id.0, CgroupFlags::NONE)
@@ -157,7 +163,7 @@ impl MapBackend for BpfMapBackend {
                 "map cgroup {} to group {}",
                 cgroup.id, group.id
             )))?;
-        let partial = self.mode == SchedMode::Partial;
+        let swept = std::time::Instant::now();
         if let Some(path) = cgroup.path.as_ref().filter(|_| partial) {
             if let Err(e) = set_cgroup_tree_sched_ext(path, true, |_| false) {
                 // One enforcement, whole or not at all: put the map back as it was.
@@ -182,6 +188,12 @@ impl MapBackend for BpfMapBackend {
             sched_ext: partial,
             join: Vec::new(),
             commit_time: Duration::ZERO,
+            sweep_time: if partial {
+                swept.elapsed()
+            } else {
+                Duration::ZERO
+            },
+            handled_at: None,
         })
     }
 

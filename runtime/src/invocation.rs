@@ -19,6 +19,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use corral_actors::config::GroupId;
+pub use corral_actors::messages::EnforcementParts;
 use corral_actors::messages::{
     AcquireContainer, AcquireLease, LeasedContainer, ReleaseContainer, StartKind,
 };
@@ -38,6 +39,8 @@ pub struct InvocationTimings {
     pub cold_start: Duration,
     /// From sending `EnforceGroup` to its acknowledgement.
     pub enforcement: Duration,
+    /// `enforcement`, part by part: mailbox wait, map update, sweep, reply.
+    pub enforcement_parts: EnforcementParts,
     /// Running the function.
     pub run: Duration,
     /// Returning the container and the permit.
@@ -117,6 +120,7 @@ async fn run_inner(
         start,
         cold_start,
         enforcement,
+        enforcement_parts,
     } = shared
         .containers
         .send(AcquireContainer {
@@ -160,6 +164,7 @@ async fn run_inner(
             queue_wait,
             cold_start,
             enforcement,
+            enforcement_parts,
             run,
             release,
             reply: Duration::ZERO,

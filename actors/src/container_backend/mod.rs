@@ -13,7 +13,7 @@ pub mod sim;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
@@ -64,8 +64,14 @@ pub struct Enforcement {
     /// Extra `cgroup.procs` files a process started in the container must join (the v1 cpuset
     /// hierarchy of the `cpuset` backend).
     pub join: Vec<PathBuf>,
-    /// How long the commit took inside the map writer.
+    /// How long the commit took inside the map writer (the backend's update, and the sweep).
     pub commit_time: Duration,
+    /// Of `commit_time`, the `SCHED_EXT` policy sweep over the cgroup's threads (the `bpf`
+    /// backend in partial mode; zero otherwise).
+    pub sweep_time: Duration,
+    /// When the map writer began handling the `EnforceGroup` (set by the writer), so that the
+    /// sender can tell the mailbox wait from the commit and the reply.
+    pub handled_at: Option<Instant>,
 }
 
 /// Liveness of a handed-out container: the manager keeps a weak reference, so a container lost

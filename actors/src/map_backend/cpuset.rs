@@ -149,6 +149,8 @@ impl MapBackend for CpusetBackend {
             sched_ext: false,
             join,
             commit_time: Duration::ZERO,
+            sweep_time: Duration::ZERO,
+            handled_at: None,
         })
     }
 

@@ -101,6 +101,8 @@ impl MapBackend for MemoryBackend {
             sched_ext: false,
             join: Vec::new(),
             commit_time: Duration::ZERO,
+            sweep_time: Duration::ZERO,
+            handled_at: None,
         })
     }
 
