@@ -111,11 +111,16 @@ impl TestCgroup {
                     )
                 })
                 .unwrap_or_default();
+            // What it runs, and whether it ran at all: schedstat is run time, wait time (ns)
+            // and timeslices.
+            let cmdline = read("cmdline").replace('\0', " ");
             println!(
-                "  {pid} {} {state} wchan {} policy {:?}\n{}",
+                "  {pid} {} {state} wchan {} policy {:?} schedstat {} cmd {}\n{}",
                 read("comm").trim(),
                 read("wchan").trim(),
                 thread_policy(pid).ok(),
+                read("schedstat").trim(),
+                cmdline.chars().take(120).collect::<String>(),
                 read("stack")
             );
         }

@@ -45,7 +45,14 @@ impl Part {
             (Part::Enforce, false) => &["--ops", "10000", "--cpuset-ops", "10000"],
             (Part::Enforce, true) => &["--ops", "1000", "--cpuset-ops", "100"],
             (Part::Invoke, false) => &["--invocations", "20000", "--round-trips", "20000"],
-            (Part::Invoke, true) => &["--invocations", "1000", "--round-trips", "1000"],
+            (Part::Invoke, true) => &[
+                "--invocations",
+                "1000",
+                "--round-trips",
+                "1000",
+                "--functions",
+                "10,100",
+            ],
         };
         a.iter().map(|s| s.to_string()).collect()
     }
@@ -158,15 +165,29 @@ pub fn goals(report: &Map<String, Value>) -> Vec<Verdict> {
             "not measured".into(),
         ),
     });
-    for (plain, filled) in [
-        ("enforce_direct_bpf", "enforce_direct_bpf_10k"),
-        ("enforce_actor_bpf", "enforce_actor_bpf_10k"),
+    for (path, what) in [
+        ("enforce_direct_bpf_mapped", "mapped cgroups"),
+        ("enforce_actor_bpf_mapped", "mapped cgroups"),
+        (
+            "invoke_overhead_functions",
+            "functions with a warm container each",
+        ),
     ] {
-        if let (Some(a), Some(b)) = (num(report, plain, "p50"), num(report, filled, "p50")) {
+        let series: Vec<(u64, f64)> = [10, 100, 1_000, 10_000]
+            .into_iter()
+            .filter_map(|n| Some((n, num(report, &format!("{path}_{n}"), "p50")?)))
+            .collect();
+        if let (Some(&(n0, a)), Some(&(n1, b))) = (series.first(), series.last()) {
+            let steps: Vec<String> = series
+                .iter()
+                .map(|(n, v)| format!("{n}: {v:.2} µs"))
+                .collect();
             out.push(verdict(
-                format!("{plain} flat in the number of mapped cgroups (p50 within 1.2× with 10,000 more)"),
+                format!(
+                    "{path}_<n> flat in the number of {what} (p50 within 1.2× from {n0} to {n1})"
+                ),
                 Some(b <= 1.2 * a),
-                format!("{a:.2} µs → {b:.2} µs: {:.2}×", b / a),
+                format!("{}; {:.2}×", steps.join(", "), b / a),
             ));
         }
     }
@@ -380,6 +401,28 @@ mod tests {
         assert!(v[0].detail.contains("8.33×"), "{}", v[0].detail);
         assert_eq!(v[1].met, Some(true), "{v:?}");
         assert!(v[1].detail.contains("1200×"), "{}", v[1].detail);
+    }
+
+    /// The scale goal compares the smallest and the largest number of mapped cgroups measured
+    /// and lists every step.
+    #[test]
+    fn flatness_is_judged_over_the_mapped_series() {
+        let mut r = Map::new();
+        for (n, p50) in [(10, 3.0), (100, 3.1), (1_000, 3.2), (10_000, 4.0)] {
+            r.insert(format!("enforce_direct_bpf_mapped_{n}"), lat(p50, p50));
+        }
+        let v = goals(&r);
+        let flat = v
+            .iter()
+            .find(|v| v.goal.starts_with("enforce_direct_bpf_mapped_<n> flat"))
+            .expect("a flatness verdict");
+        assert_eq!(flat.met, Some(false), "{flat:?}");
+        assert!(flat.goal.contains("from 10 to 10000"), "{}", flat.goal);
+        assert!(
+            flat.detail.contains("1000: 3.20 µs") && flat.detail.contains("1.33×"),
+            "{}",
+            flat.detail
+        );
     }
 
     /// Splicing replaces only the marked section, or appends one.

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordusize;
 use plotters::prelude::*;
 
 /// Where the charts go: `docs/bench/`.
@@ -130,92 +131,67 @@ fn draw_panel<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(60);
-    let bar_style = |i: usize| Palette99::pick(i).mix(0.8).filled();
     // 0..n-1: a segmented range holds its end value as a segment too.
-    let x_range = (0..n - 1).into_segmented();
+    let x_range = (0..(n - 1).max(1)).into_segmented();
     if panel.log {
         let lo = (lo.max(1e-6) / 2.0).max(1e-6);
         let mut chart = builder.build_cartesian_2d(x_range, (lo..hi * 2.0).log_scale())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&label_of)
-            .y_desc(panel.y_label.as_str())
-            .draw()?;
-        chart.draw_series(panel.bars.iter().enumerate().map(|(i, (_, v))| {
-            let mut r = Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), lo),
-                    (SegmentValue::Exact(i + 1), *v),
-                ],
-                bar_style(i),
-            );
-            r.set_margin(0, 0, 12, 12);
-            r
-        }))?;
-        for (k, (value, legend)) in panel.lines.iter().enumerate() {
-            let style = ShapeStyle::from(Palette99::pick(20 + k).to_rgba()).stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(
-                    [
-                        (SegmentValue::Exact(0), *value),
-                        (SegmentValue::Exact(n), *value),
-                    ],
-                    style,
-                ))?
-                .label(legend.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-        if !panel.lines.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
-        }
+        fill_panel(&mut chart, panel, lo, &label_of)
     } else {
         let mut chart = builder.build_cartesian_2d(x_range, 0.0..hi * 1.15)?;
+        fill_panel(&mut chart, panel, 0.0, &label_of)
+    }
+}
+
+/// The mesh, the bars from `base` up, the reference lines and their legend, on either y axis.
+fn fill_panel<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<SegmentedCoord<RangedCoordusize>, Y>>,
+    panel: &Panel,
+    base: f64,
+    label_of: &dyn Fn(&SegmentValue<usize>) -> String,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(panel.bars.len().max(1))
+        .x_label_formatter(label_of)
+        .y_desc(panel.y_label.as_str())
+        .draw()?;
+    chart.draw_series(panel.bars.iter().enumerate().map(|(i, (_, v))| {
+        let mut r = Rectangle::new(
+            [
+                (SegmentValue::Exact(i), base),
+                (SegmentValue::Exact(i + 1), *v),
+            ],
+            Palette99::pick(i).mix(0.8).filled(),
+        );
+        r.set_margin(0, 0, 12, 12);
+        r
+    }))?;
+    for (k, (value, legend)) in panel.lines.iter().enumerate() {
+        let style = ShapeStyle::from(Palette99::pick(20 + k).to_rgba()).stroke_width(2);
         chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&label_of)
-            .y_desc(panel.y_label.as_str())
-            .draw()?;
-        chart.draw_series(panel.bars.iter().enumerate().map(|(i, (_, v))| {
-            let mut r = Rectangle::new(
+            .draw_series(LineSeries::new(
                 [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), *v),
+                    (SegmentValue::Exact(0), *value),
+                    (SegmentValue::Last, *value),
                 ],
-                bar_style(i),
-            );
-            r.set_margin(0, 0, 12, 12);
-            r
-        }))?;
-        for (k, (value, legend)) in panel.lines.iter().enumerate() {
-            let style = ShapeStyle::from(Palette99::pick(20 + k).to_rgba()).stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(
-                    [
-                        (SegmentValue::Exact(0), *value),
-                        (SegmentValue::Exact(n), *value),
-                    ],
-                    style,
-                ))?
-                .label(legend.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-        if !panel.lines.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
-        }
+                style,
+            ))?
+            .label(legend.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    if !panel.lines.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
     }
     Ok(())
 }

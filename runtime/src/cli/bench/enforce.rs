@@ -8,8 +8,10 @@
 //! - `enforce_cpuset`: a `cpuset.cpus` write through corral's `cpuset` backend, which makes the
 //!   kernel migrate every task of the cgroup (v2 where the controller is enabled, else v1).
 //!
-//! The `_10k` twins repeat the two map paths with 10,000 more cgroups mapped, to show the cost
-//! does not grow with the number of mapped cgroups.
+//! The `_mapped_<n>` series repeat the two map paths with 10, 100, 1,000 and 10,000 more
+//! cgroups mapped, to show how the cost grows with the number of mapped cgroups (it should
+//! not: the map is a kernel hash, the writer's mirror a `BTreeMap`);
+//! `enforce_cgroup_map_capacity` is how many cgroups the map holds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,8 +36,8 @@ use crate::cli::check::cgroup2_root;
 
 /// Fake cgroup ids for the "many mapped" figures start here (no real cgroup has such an id).
 const FILLER_BASE: u64 = 1 << 62;
-/// Extra mapped cgroups for the `_10k` figures.
-const FILLER: u64 = 10_000;
+/// Mapped cgroups (besides the measured one) at each step of the `_mapped_<n>` series.
+const LEVELS: [u64; 4] = [10, 100, 1_000, 10_000];
 
 /// Options of `corral bench enforce`.
 #[derive(Debug, Args)]
@@ -114,11 +116,13 @@ fn direct(
 /// What the actor run measured.
 struct ActorRun {
     plain: Vec<Duration>,
-    filled: Vec<Duration>,
+    /// One per [`LEVELS`] step.
+    filled: Vec<Vec<Duration>>,
 }
 
 /// Runs a map writer over `backend` on a fresh actix system and times `n` acknowledged
-/// enforcements of `cgroup`, then `n` more with [`FILLER`] other cgroups mapped through it.
+/// enforcements of `cgroup`, then `n` more at each of [`LEVELS`] other cgroups mapped through
+/// it.
 fn actor(
     backend: BpfMapBackend,
     groups: Vec<CpuGroup>,
@@ -126,7 +130,7 @@ fn actor(
     cgroup: CgroupRef,
     n: usize,
 ) -> Result<ActorRun> {
-    let bar = progress(2 * n, "actor path (map writer)");
+    let bar = progress((1 + LEVELS.len()) * n, "actor path (map writer)");
     let shown = bar.clone();
     let run = actix::System::new().block_on(async move {
         let writer = MapWriter::new(
@@ -160,20 +164,25 @@ fn actor(
             }
         };
         let plain = timed(n).await?;
-        for k in 0..FILLER {
-            let filler = CgroupRef {
-                id: CgroupId(FILLER_BASE + k),
-                path: None,
-            };
-            writer
-                .send(EnforceGroup {
-                    cgroup: filler,
-                    group: GroupId((k % 2) as u32),
-                })
-                .await
-                .context("map writer mailbox")??;
+        let mut filled = Vec::new();
+        let mut mapped = 0;
+        for level in LEVELS {
+            for k in mapped..level {
+                let filler = CgroupRef {
+                    id: CgroupId(FILLER_BASE + k),
+                    path: None,
+                };
+                writer
+                    .send(EnforceGroup {
+                        cgroup: filler,
+                        group: GroupId((k % 2) as u32),
+                    })
+                    .await
+                    .context("map writer mailbox")??;
+            }
+            mapped = level;
+            filled.push(timed(n).await?);
         }
-        let filled = timed(n).await?;
         writer
             .send(ClearEnforcements)
             .await
@@ -248,20 +257,26 @@ pub fn run(args: &EnforceArgs) -> Result<Vec<Figure>> {
         // groups again for the direct updates (a map entry must name a published group).
         let mut again = BpfMapBackend::open(&args.pin_dir)?;
         again.publish_groups(&groups)?;
-        let bar = progress(2 * args.ops, "direct map update");
+        let bar = progress((1 + LEVELS.len()) * args.ops, "direct map update");
         let mut direct_plain = direct(&maps, cgroup.id, args.ops, &bar)?;
-        for k in 0..FILLER {
-            maps.cgroups().insert(
-                FILLER_BASE + k,
-                (k % 2) as u32,
-                corral_bpf::CgroupFlags::NONE,
-            )?;
+        let mut direct_filled = Vec::new();
+        let mut mapped = 0;
+        for level in LEVELS {
+            for k in mapped..level {
+                maps.cgroups().insert(
+                    FILLER_BASE + k,
+                    (k % 2) as u32,
+                    corral_bpf::CgroupFlags::NONE,
+                )?;
+            }
+            mapped = level;
+            direct_filled.push(direct(&maps, cgroup.id, args.ops, &bar)?);
         }
-        let mut direct_filled = direct(&maps, cgroup.id, args.ops, &bar)?;
         bar.finish_and_clear();
-        for k in 0..FILLER {
+        for k in 0..mapped {
             maps.cgroups().remove(FILLER_BASE + k)?;
         }
+        let capacity = maps.cgroups().capacity();
         maps.cgroups().remove(cgroup.id.0)?;
         again.close()?;
 
@@ -278,15 +293,30 @@ pub fn run(args: &EnforceArgs) -> Result<Vec<Figure>> {
             "cgroup-map update from the same process",
             &mut direct_plain,
         ));
-        figures.push(Figure::latency_us(
-            "enforce_actor_bpf_10k",
-            "actor path with 10,000 more cgroups mapped",
-            &mut filled,
-        ));
-        figures.push(Figure::latency_us(
-            "enforce_direct_bpf_10k",
-            "direct update with 10,000 more cgroups mapped",
-            &mut direct_filled,
+        for (level, (actor, direct)) in LEVELS.iter().zip(filled.iter_mut().zip(&mut direct_filled))
+        {
+            figures.push(
+                Figure::latency_us(
+                    &format!("enforce_actor_bpf_mapped_{level}"),
+                    format!("actor path with {level} more cgroups mapped"),
+                    actor,
+                )
+                .with("mapped", *level),
+            );
+            figures.push(
+                Figure::latency_us(
+                    &format!("enforce_direct_bpf_mapped_{level}"),
+                    format!("direct update with {level} more cgroups mapped"),
+                    direct,
+                )
+                .with("mapped", *level),
+            );
+        }
+        figures.push(Figure::count(
+            "enforce_cgroup_map_capacity",
+            "cgroups the pinned cgroup map holds (its max_entries)",
+            capacity as f64,
+            "cgroups",
         ));
         Ok(())
     })();

@@ -13,6 +13,11 @@
 //! Latency is timed around each call, as a caller sees it; throughput is calls over wall time.
 //! The floor, measured in the same run: a round trip between two threads that block
 //! (`std::sync::mpsc`), and one between two threads that spin on an atomic.
+//!
+//! The scale series (`invoke_overhead_functions_<n>`, for `n` in `--functions`): `n` functions
+//! registered, each invoked once first so that each keeps a warm container (and its mapped
+//! cgroup in the memory backend), then corral's overhead at concurrency 1 over invocations that
+//! go round all `n`: how the cost grows with functions, warm containers and mapped cgroups.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +43,10 @@ pub struct InvokeArgs {
     /// Round trips timed for each floor figure.
     #[arg(long, default_value_t = 20_000)]
     pub round_trips: usize,
+    /// Registered functions (each with a warm container) for the scale series, comma-separated;
+    /// empty for none.
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1_000, 10_000])]
+    pub functions: Vec<usize>,
 }
 
 /// What the baseline keeps per container.
@@ -163,6 +172,31 @@ fn corral_config(limit: usize) -> Result<RuntimeConfig> {
     Ok(config)
 }
 
+/// `n` functions, one warm container each.
+fn scale_config(n: usize) -> Result<RuntimeConfig> {
+    let mut config = corral_config(1)?;
+    config.functions = (0..n)
+        .map(|i| FunctionSpec::named(format!("f{i}")))
+        .collect();
+    Ok(config)
+}
+
+/// Warms every function of [`scale_config`] once, then times `per` invocations at concurrency
+/// 1 that go round all of them.
+async fn scale_run(handle: RuntimeHandle, n: usize, per: usize) -> Result<Vec<Duration>> {
+    for i in 0..n {
+        handle.invoke(&format!("f{i}"), Vec::new()).await?;
+    }
+    let mut samples = Vec::with_capacity(per);
+    for k in 0..per {
+        let name = format!("f{}", k % n);
+        let start = Instant::now();
+        handle.invoke(&name, Vec::new()).await?;
+        samples.push(start.elapsed());
+    }
+    Ok(samples)
+}
+
 async fn corral_run(handle: RuntimeHandle, c: usize, per: usize) -> Result<Run> {
     closed_loop(c, per, 10, move || {
         let handle = handle.clone();
@@ -242,6 +276,9 @@ pub fn run(args: &InvokeArgs) -> Result<Vec<Figure>> {
     if args.concurrency.is_empty() || args.concurrency.iter().any(|&c| c == 0 || c > 4096) {
         bail!("--concurrency takes values from 1 to 4096");
     }
+    if let Some(bad) = args.functions.iter().find(|&&n| n == 0 || n > 100_000) {
+        bail!("--functions takes counts from 1 to 100000 (got {bad})");
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -305,6 +342,29 @@ pub fn run(args: &InvokeArgs) -> Result<Vec<Figure>> {
             n as f64 / base.wall.as_secs_f64(),
             n,
         ));
+    }
+    for &n in &args.functions {
+        eprintln!(
+            "bench invoke: {n} functions with a warm container each: {} timed invocations",
+            args.invocations
+        );
+        let handle = Runtime::start(scale_config(n)?)?;
+        let samples = tokio.block_on(scale_run(handle.clone(), n, args.invocations));
+        let stats = handle.stats();
+        tokio.block_on(handle.shutdown())?;
+        let mut samples = samples?;
+        figures.push(
+            Figure::latency_us(
+                &format!("invoke_overhead_functions_{n}"),
+                format!(
+                    "corral invoke at concurrency 1 with {n} functions, each with a warm container"
+                ),
+                &mut samples,
+            )
+            .with("functions", n)
+            .with("warm_containers", stats.warm_containers)
+            .with("mapped_cgroups", stats.enforcement_entries),
+        );
     }
     Ok(figures)
 }

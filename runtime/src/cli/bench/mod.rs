@@ -59,7 +59,7 @@ pub struct Figure {
     pub key: String,
     /// What was measured, for people.
     pub what: String,
-    /// Unit of `p50`, `p99` and `value`: `us`, `ms` or `ops/s`.
+    /// Unit of `p50`, `p99` and `value`: `us`, `ms`, `ops/s`, or a count's unit.
     pub unit: &'static str,
     /// Median.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +100,14 @@ impl Figure {
         f.p50 = f.p50.map(|us| us / 1e3);
         f.p99 = f.p99.map(|us| us / 1e3);
         f
+    }
+
+    /// A plain count (a capacity), in `unit`.
+    pub fn count(key: &str, what: impl Into<String>, value: f64, unit: &'static str) -> Figure {
+        Figure {
+            unit,
+            ..Figure::rate(key, what, value, 1)
+        }
     }
 
     /// A rate figure.
