@@ -22,6 +22,60 @@ impl fmt::Display for GroupId {
     }
 }
 
+/// The largest CPU number a CPU list may name: the kernel's largest `NR_CPUS` is 8192.
+pub const MAX_CPU_ID: u32 = 8191;
+/// The longest name of a group, a function or the cpuset prefix.
+pub const MAX_NAME_LEN: usize = 64;
+/// The highest inflight limit (`limiter.*`), warm pool size (`max_warm`) or `monitor.step`.
+pub const MAX_LIMIT: usize = 65_536;
+/// The longest period or timeout in milliseconds (`monitor.period_ms`,
+/// `containers.reap_period_ms`, `limiter.queue_timeout_ms`): one hour.
+pub const MAX_PERIOD_MS: u64 = 3_600_000;
+/// The longest keep-alive in milliseconds: one day.
+pub const MAX_KEEP_ALIVE_MS: u64 = 86_400_000;
+/// The longest simulated time in microseconds (`sim` backend): one minute.
+pub const MAX_SIMULATED_US: u64 = 60_000_000;
+
+/// Checks a name that becomes part of a directory name or a report line: 1 to
+/// [`MAX_NAME_LEN`] ASCII letters, digits, `_` or `-` (so never `.`, `..`, a path separator,
+/// white space or a control character).
+pub fn validate_name(key: impl Into<String>, name: &str, what: &str) -> Result<(), ActorError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        return Ok(());
+    }
+    Err(ActorError::invalid(
+        key,
+        name,
+        format!("use 1 to {MAX_NAME_LEN} letters, digits, `_` or `-` ({what})"),
+    ))
+}
+
+/// Checks `value` of `key` against `lo..=hi`, naming both bounds in the error.
+pub fn check_range<T>(
+    key: impl Into<String>,
+    value: T,
+    lo: T,
+    hi: T,
+    unit: &str,
+) -> Result<(), ActorError>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    if value < lo || value > hi {
+        return Err(ActorError::invalid(
+            key,
+            value,
+            format!("must be between {lo} and {hi}{unit}"),
+        ));
+    }
+    Ok(())
+}
+
 /// How a group's dispatch queue orders its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +165,15 @@ pub fn parse_cpu_list(key: &str, text: &str) -> Result<Vec<u32>, ActorError> {
             })
         };
         let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if hi > MAX_CPU_ID {
+            return Err(ActorError::invalid(
+                key,
+                text,
+                format!(
+                    "CPU {hi} is past the largest CPU number a kernel supports ({MAX_CPU_ID}); name online CPUs"
+                ),
+            ));
+        }
         if lo > hi {
             return Err(ActorError::invalid(
                 key,
@@ -169,13 +232,11 @@ pub fn validate_groups(
     let mut out = Vec::with_capacity(groups.len());
     for (i, g) in groups.iter().enumerate() {
         let key = |field: &str| format!("groups[{i}].{field}");
-        if g.name.trim().is_empty() {
-            return Err(ActorError::invalid(
-                key("name"),
-                &g.name,
-                "a group needs a non-empty name",
-            ));
-        }
+        validate_name(
+            key("name"),
+            &g.name,
+            "the name appears in cpuset directory names and in reports",
+        )?;
         if let Some(prev) = seen_names.insert(g.name.clone(), i) {
             return Err(ActorError::invalid(
                 key("name"),
@@ -363,9 +424,10 @@ pub fn validate_host(
     })
 }
 
-/// The inflight limiter: how many invocations may hold a lease at once.
+/// The inflight limiter: how many invocations may hold a lease at once. In TOML every key is
+/// optional; an unset one defaults so that the set ones hold (see [`LimiterToml`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "LimiterToml")]
 pub struct LimiterConfig {
     /// The limit at start.
     pub initial: usize,
@@ -380,6 +442,37 @@ pub struct LimiterConfig {
 
 fn default_queue_timeout_ms() -> u64 {
     30_000
+}
+
+/// `[limiter]` as written: any key may be left out. `min` defaults to 1, `max` to 32 (or the
+/// set `min` or `initial` when higher), and `initial` to 8 brought into `min..=max`; so
+/// `max = 4` alone means `initial = 4`, not a refusal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterToml {
+    initial: Option<usize>,
+    min: Option<usize>,
+    max: Option<usize>,
+    #[serde(default = "default_queue_timeout_ms")]
+    queue_timeout_ms: u64,
+}
+
+impl From<LimiterToml> for LimiterConfig {
+    fn from(t: LimiterToml) -> Self {
+        let d = LimiterConfig::default();
+        let min = t.min.unwrap_or(d.min);
+        let max = t
+            .max
+            .unwrap_or_else(|| d.max.max(min).max(t.initial.unwrap_or(0)));
+        // Out of order bounds are left for validate() to refuse by name.
+        let initial = t.initial.unwrap_or_else(|| d.initial.max(min).min(max));
+        LimiterConfig {
+            initial,
+            min,
+            max,
+            queue_timeout_ms: t.queue_timeout_ms,
+        }
+    }
 }
 
 impl Default for LimiterConfig {
@@ -403,6 +496,13 @@ impl LimiterConfig {
                 "the limit must be at least 1",
             ));
         }
+        if self.max > MAX_LIMIT {
+            return Err(ActorError::invalid(
+                "limiter.max",
+                self.max,
+                format!("must be at most {MAX_LIMIT} invocations in flight"),
+            ));
+        }
         if self.max < self.min {
             return Err(ActorError::invalid(
                 "limiter.max",
@@ -420,14 +520,13 @@ impl LimiterConfig {
                 ),
             ));
         }
-        if self.queue_timeout_ms == 0 {
-            return Err(ActorError::invalid(
-                "limiter.queue_timeout_ms",
-                0,
-                "must be positive",
-            ));
-        }
-        Ok(())
+        check_range(
+            "limiter.queue_timeout_ms",
+            self.queue_timeout_ms,
+            1,
+            MAX_PERIOD_MS,
+            " ms",
+        )
     }
 
     /// The queue timeout as a duration.
@@ -505,16 +604,8 @@ impl Default for MonitorConfig {
 impl MonitorConfig {
     /// Checks a positive period and step, and `0 <= grow_below < shrink_above`.
     pub fn validate(&self) -> Result<(), ActorError> {
-        if self.period_ms == 0 {
-            return Err(ActorError::invalid(
-                "monitor.period_ms",
-                0,
-                "must be positive",
-            ));
-        }
-        if self.step == 0 {
-            return Err(ActorError::invalid("monitor.step", 0, "must be at least 1"));
-        }
+        check_range("monitor.period_ms", self.period_ms, 1, MAX_PERIOD_MS, " ms")?;
+        check_range("monitor.step", self.step, 1, MAX_LIMIT, "")?;
         if !(self.grow_below >= 0.0 && self.grow_below.is_finite()) {
             return Err(ActorError::invalid(
                 "monitor.grow_below",
@@ -701,21 +792,21 @@ impl Default for PoolConfig {
 impl PoolConfig {
     /// Checks positive periods.
     pub fn validate(&self) -> Result<(), ActorError> {
-        if self.keep_alive_ms == 0 {
-            return Err(ActorError::invalid(
-                "containers.keep_alive_ms",
-                0,
-                "must be positive",
-            ));
-        }
-        if self.reap_period_ms == 0 {
-            return Err(ActorError::invalid(
-                "containers.reap_period_ms",
-                0,
-                "must be positive",
-            ));
-        }
-        Ok(())
+        check_range(
+            "containers.keep_alive_ms",
+            self.keep_alive_ms,
+            1,
+            MAX_KEEP_ALIVE_MS,
+            " ms",
+        )?;
+        check_range("containers.max_warm", self.max_warm, 0, MAX_LIMIT, "")?;
+        check_range(
+            "containers.reap_period_ms",
+            self.reap_period_ms,
+            1,
+            MAX_PERIOD_MS,
+            " ms",
+        )
     }
 }
 
@@ -758,27 +849,24 @@ impl FunctionSpec {
 
     /// Checks the name (it becomes part of a cgroup directory name).
     pub fn validate(&self) -> Result<(), ActorError> {
-        let ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok {
-            return Err(ActorError::invalid(
-                "functions.name",
-                &self.name,
-                "use 1 to 64 letters, digits, `_` or `-` (the name becomes part of a cgroup directory)",
-            ));
+        validate_name(
+            "functions.name",
+            &self.name,
+            "the name becomes part of a cgroup directory",
+        )?;
+        if let Some(ms) = self.keep_alive_ms {
+            check_range("functions.keep_alive_ms", ms, 1, MAX_KEEP_ALIVE_MS, " ms")?;
         }
-        if self.keep_alive_ms == Some(0) {
-            return Err(ActorError::invalid(
-                format!("functions.{}.keep_alive_ms", self.name),
-                0,
-                "must be positive",
-            ));
+        if let Some(n) = self.max_warm {
+            check_range("functions.max_warm", n, 0, MAX_LIMIT, "")?;
         }
-        Ok(())
+        check_range(
+            "functions.simulated_run_us",
+            self.simulated_run_us,
+            0,
+            MAX_SIMULATED_US,
+            " µs",
+        )
     }
 }
 

@@ -153,8 +153,21 @@ pub enum ActorError {
     },
 }
 
+/// Values longer than this are cut in errors, so that a 20,000-character name does not become a
+/// 20,000-character message.
+const MAX_SHOWN_VALUE: usize = 120;
+
+fn shortened(value: String) -> String {
+    let len = value.chars().count();
+    if len <= MAX_SHOWN_VALUE {
+        return value;
+    }
+    let head: String = value.chars().take(MAX_SHOWN_VALUE - 40).collect();
+    format!("{head}… ({len} characters)")
+}
+
 impl ActorError {
-    /// Builds an [`ActorError::InvalidConfig`].
+    /// Builds an [`ActorError::InvalidConfig`] (a value over 120 characters is shown cut).
     pub fn invalid(
         key: impl Into<String>,
         value: impl ToString,
@@ -162,7 +175,7 @@ impl ActorError {
     ) -> Self {
         ActorError::InvalidConfig {
             key: key.into(),
-            value: value.to_string(),
+            value: shortened(value.to_string()),
             reason: reason.into(),
         }
     }

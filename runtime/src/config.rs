@@ -40,8 +40,9 @@
 use std::path::PathBuf;
 
 use corral_actors::config::{
-    online_cpus, validate_groups, validate_host, CpuGroup, FunctionSpec, GroupConfig, HostConfig,
-    HostGroup, LimiterConfig, MonitorConfig, PlacementConfig, PoolConfig,
+    check_range, online_cpus, validate_groups, validate_host, validate_name, CpuGroup,
+    FunctionSpec, GroupConfig, HostConfig, HostGroup, LimiterConfig, MonitorConfig,
+    PlacementConfig, PoolConfig, MAX_SIMULATED_US,
 };
 use corral_actors::container_backend::local::is_cgroup2;
 use corral_actors::ActorError;
@@ -265,6 +266,34 @@ impl Default for EnforcementConfig {
     }
 }
 
+/// Checks a configured directory: absolute, below the root, and without `.` or `..`
+/// components, so that nothing corral creates or removes there can resolve outside it.
+fn owned_path(key: &str, path: &std::path::Path) -> Result<(), ActorError> {
+    use std::path::Component;
+    let fix = "give an absolute path below / without `.` or `..`, e.g. /sys/fs/cgroup/corral";
+    if !path.is_absolute() {
+        return Err(ActorError::invalid(
+            key,
+            path.display(),
+            format!("not absolute: {fix}"),
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
+        return Err(ActorError::invalid(key, path.display(), fix));
+    }
+    if path.parent().is_none() {
+        return Err(ActorError::invalid(
+            key,
+            path.display(),
+            format!("the root directory is not corral's: {fix}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A configuration that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidatedConfig {
@@ -293,7 +322,13 @@ impl RuntimeConfig {
 
     /// Parses TOML.
     pub fn from_toml_str(text: &str) -> Result<Self, RuntimeError> {
-        toml::from_str(text).map_err(|source| RuntimeError::ConfigSyntax { source })
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let key = e.path().to_string();
+            RuntimeError::ConfigSyntax {
+                key: if key == "." { String::new() } else { key },
+                source: e.into_inner(),
+            }
+        })
     }
 
     /// Checks every section against this machine's online CPUs.
@@ -329,19 +364,219 @@ impl RuntimeConfig {
                 .into());
             }
         }
-        if self.enforcement.cpuset_prefix.is_empty() || self.enforcement.cpuset_prefix.contains('/')
-        {
-            return Err(ActorError::invalid(
-                "enforcement.cpuset_prefix",
-                &self.enforcement.cpuset_prefix,
-                "use one non-empty directory name",
-            )
-            .into());
+        check_range(
+            "containers.sim_cold_start_us",
+            self.containers.sim_cold_start_us,
+            0,
+            MAX_SIMULATED_US,
+            " µs",
+        )?;
+        validate_name(
+            "enforcement.cpuset_prefix",
+            &self.enforcement.cpuset_prefix,
+            "one directory under enforcement.cpuset_v1_root that corral owns",
+        )?;
+        if let Some(parent) = &self.containers.cgroup_parent {
+            owned_path("containers.cgroup_parent", parent)?;
         }
+        owned_path("enforcement.pin_dir", &self.enforcement.pin_dir)?;
+        owned_path(
+            "enforcement.cpuset_v1_root",
+            &self.enforcement.cpuset_v1_root,
+        )?;
         Ok(ValidatedConfig {
             raw: self.clone(),
             groups,
             host,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GROUPS: &str = "[[groups]]\nname = \"a\"\ncpus = \"0\"\n";
+    const ONLINE: [u32; 2] = [0, 1];
+
+    /// Validates `GROUPS` plus `extra`, answering the error text (or "ok").
+    fn check(extra: &str) -> String {
+        let text = format!("{GROUPS}{extra}");
+        match RuntimeConfig::from_toml_str(&text) {
+            Err(e) => e.to_string(),
+            Ok(c) => match c.validate_against(&ONLINE) {
+                Err(e) => e.to_string(),
+                Ok(_) => "ok".into(),
+            },
+        }
+    }
+
+    /// Every numeric key is refused at 0 where 0 makes no sense, at its type's largest value in
+    /// TOML (i64::MAX) and just past its documented bound, with an error naming the key; and
+    /// accepted at the bound itself.
+    #[test]
+    fn every_numeric_key_is_bounded_and_named() {
+        let max = i64::MAX;
+        // (section, key, error key, smallest valid, largest valid)
+        let keys: &[(&str, &str, &str, i64, i64)] = &[
+            ("limiter", "max", "limiter.max", 1, 65_536),
+            (
+                "limiter",
+                "queue_timeout_ms",
+                "limiter.queue_timeout_ms",
+                1,
+                3_600_000,
+            ),
+            ("monitor", "period_ms", "monitor.period_ms", 1, 3_600_000),
+            ("monitor", "step", "monitor.step", 1, 65_536),
+            (
+                "containers",
+                "keep_alive_ms",
+                "containers.keep_alive_ms",
+                1,
+                86_400_000,
+            ),
+            (
+                "containers",
+                "reap_period_ms",
+                "containers.reap_period_ms",
+                1,
+                3_600_000,
+            ),
+            ("containers", "max_warm", "containers.max_warm", 0, 65_536),
+            (
+                "containers",
+                "sim_cold_start_us",
+                "containers.sim_cold_start_us",
+                0,
+                60_000_000,
+            ),
+            ("host", "slice_us", "host.slice_us", 50, 1_000_000),
+            (
+                "placement",
+                "virtual_nodes",
+                "placement.virtual_nodes",
+                1,
+                4096,
+            ),
+        ];
+        for &(section, key, named, lo, hi) in keys {
+            let at = |v: i64| check(&format!("[{section}]\n{key} = {v}\n"));
+            assert_eq!(at(lo), "ok", "{named} = {lo}");
+            assert_eq!(at(hi), "ok", "{named} = {hi}");
+            for bad in [hi + 1, max] {
+                let err = at(bad);
+                assert!(err.contains(named), "{named} = {bad}: {err}");
+                assert!(err.contains(&bad.to_string()), "{named} = {bad}: {err}");
+            }
+            if lo > 0 {
+                let err = at(lo - 1);
+                assert!(err.contains(named), "{named} = {}: {err}", lo - 1);
+            }
+        }
+        let err = check(&format!(
+            "[[groups]]\nname = \"b\"\ncpus = \"1\"\nslice_us = {max}\n"
+        ));
+        assert!(err.contains("groups[1].slice_us"), "{err}");
+        let err = check(&format!(
+            "[[functions]]\nname = \"f\"\nsimulated_run_us = {max}\n"
+        ));
+        assert!(err.contains("functions[0].simulated_run_us"), "{err}");
+        let err = check(&format!(
+            "[[functions]]\nname = \"f\"\nkeep_alive_ms = {max}\n"
+        ));
+        assert!(err.contains("functions[0].keep_alive_ms"), "{err}");
+        // Negative numbers never reach validation: the types are unsigned.
+        assert!(check("[limiter]\nmax = -1\n").contains("limiter.max"));
+    }
+
+    /// `[limiter]` keys default so that the ones set hold: `max` alone brings `initial` down
+    /// to it, `initial` alone raises `max`, and bounds set out of order are still refused.
+    #[test]
+    fn limiter_keys_default_around_the_ones_set() {
+        let limiter = |extra: &str| {
+            RuntimeConfig::from_toml_str(&format!("{GROUPS}[limiter]\n{extra}"))
+                .unwrap()
+                .limiter
+        };
+        let l = limiter("max = 4\n");
+        assert_eq!((l.min, l.initial, l.max), (1, 4, 4));
+        let l = limiter("initial = 50\n");
+        assert_eq!((l.min, l.initial, l.max), (1, 50, 50));
+        let l = limiter("min = 10\n");
+        assert_eq!((l.min, l.initial, l.max), (10, 10, 32));
+        assert_eq!(check("[limiter]\nmax = 4\n"), "ok");
+        let err = check("[limiter]\nmin = 5\nmax = 4\n");
+        assert!(err.contains("limiter.max"), "{err}");
+        assert!(check("[limiter]\nbogus = 1\n").contains("bogus"));
+    }
+
+    /// A CPU list naming a CPU past any kernel's range is refused at once (it used to expand
+    /// the range and hang), naming the key.
+    #[test]
+    fn absurd_cpu_lists_are_refused_at_once() {
+        let start = std::time::Instant::now();
+        for list in ["0-4294967295", "4294967295", "0-8192", "100000"] {
+            let err = check(&format!("[host]\ncpus = \"{list}\"\n"));
+            assert!(err.contains("host.cpus") && err.contains("8191"), "{err}");
+            let err = RuntimeConfig::from_toml_str(&format!(
+                "[[groups]]\nname = \"a\"\ncpus = \"{list}\"\n"
+            ))
+            .unwrap()
+            .validate_against(&ONLINE)
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("groups[0].cpus"), "{err}");
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// Names that become directory names or report lines: path separators, dots, control
+    /// characters, white space and over-long names are refused by key; a long value is shown
+    /// cut in the error.
+    #[test]
+    fn names_with_separators_control_characters_or_length_are_refused() {
+        let long = "x".repeat(20_000);
+        for bad in ["a/b", "..", ".", "a\nb", "a b", "", "é", long.as_str()] {
+            let quoted = toml::Value::String(bad.to_string()).to_string();
+            let err = check(&format!("[[groups]]\nname = {quoted}\ncpus = \"1\"\n"));
+            assert!(err.contains("groups[1].name"), "{bad:?}: {err}");
+            assert!(
+                err.len() < 400,
+                "the error quotes the whole value: {} bytes",
+                err.len()
+            );
+            assert!(!err.contains('\n'), "{err}");
+            let err = check(&format!("[enforcement]\ncpuset_prefix = {quoted}\n"));
+            assert!(err.contains("enforcement.cpuset_prefix"), "{bad:?}: {err}");
+            let err = check(&format!("[[functions]]\nname = {quoted}\n"));
+            assert!(err.contains("functions[0].name"), "{bad:?}: {err}");
+        }
+        assert!(
+            check(&format!(
+                "[enforcement]\ncpuset_prefix = \"{}\"\n",
+                "p".repeat(64)
+            )) == "ok"
+        );
+    }
+
+    /// Directories corral creates or removes must be absolute and free of `.` and `..`, and
+    /// never the root.
+    #[test]
+    fn configured_directories_stay_inside_what_corral_owns() {
+        for (section, key) in [
+            ("containers", "cgroup_parent"),
+            ("enforcement", "pin_dir"),
+            ("enforcement", "cpuset_v1_root"),
+        ] {
+            for bad in ["relative/dir", "/sys/fs/cgroup/../etc", "/", "./x"] {
+                let err = check(&format!("[{section}]\n{key} = \"{bad}\"\n"));
+                assert!(err.contains(&format!("{section}.{key}")), "{bad}: {err}");
+            }
+        }
+        assert_eq!(
+            check("[containers]\ncgroup_parent = \"/sys/fs/cgroup/w1\"\n"),
+            "ok"
+        );
     }
 }

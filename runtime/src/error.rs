@@ -15,9 +15,11 @@ pub enum RuntimeError {
         source: ActorError,
     },
     /// The configuration text is not valid TOML for [`crate::RuntimeConfig`].
-    #[error("cannot parse the runtime configuration: {source}")]
+    #[error("cannot parse the runtime configuration{}: {source}", at_key(.key))]
     ConfigSyntax {
-        /// The parser's error, which names the line and key.
+        /// The key path at fault (`limiter.max`, `groups[0].cpus`), empty for the whole file.
+        key: String,
+        /// The parser's error, which names the line.
         #[source]
         source: toml::de::Error,
     },
@@ -42,5 +44,14 @@ impl RuntimeError {
             RuntimeError::Control { source } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// ` at `key``, or nothing for the whole file.
+fn at_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{key}`")
     }
 }
