@@ -143,6 +143,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A pin directory others could write or replace.
+    #[error("the pin directory {path} is unsafe: {reason}; use a directory owned by root with mode 0700 (`chown root: {path} && chmod 700 {path}`), or another enforcement.pin_dir", path = path.display())]
+    UnsafePinDir {
+        /// The pin directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A path that is not a cgroup v2 directory.
     #[error("{path} is not a cgroup v2 directory", path = path.display())]
     NotCgroup2 {

@@ -244,6 +244,55 @@ fn open_pinned(path: &Path) -> Result<MapHandle> {
         .map_err(|e| Error::map("open pinned", path.display().to_string(), e))
 }
 
+/// Creates the pin directory (and missing parents) with mode 0700, but only on bpffs: the
+/// nearest existing ancestor is checked first, so a wrong path leaves nothing behind.
+fn create_pin_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let existing = dir
+        .ancestors()
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("/"));
+    if nix_statfs(existing)? != BPF_FS_MAGIC {
+        return Err(Error::NotBpffs { path: dir.into() });
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create directory", dir, e))
+}
+
+/// Refuses a pin directory that someone other than root (or this user) owns, or that others
+/// may write: whoever can write there can replace a pin and so feed the scheduler their map.
+fn check_pin_dir_owner(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let reason = if meta.file_type().is_symlink() {
+        Some("it is a symbolic link".to_string())
+    } else if meta.uid() != 0 && meta.uid() != me {
+        Some(format!("it is owned by uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "its mode {:o} lets others write it",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::UnsafePinDir {
+            path: dir.into(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn check_bpffs(dir: &Path) -> Result<()> {
     let fs = nix_statfs(dir)?;
     if fs != BPF_FS_MAGIC {
@@ -366,8 +415,9 @@ impl PinnedMaps {
     /// when pins from a different layout are there; those are never reused or modified.
     pub fn open_or_create(pin_dir: impl AsRef<Path>) -> Result<PinnedMaps> {
         let dir = pin_dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        create_pin_dir(dir)?;
         check_bpffs(dir)?;
+        check_pin_dir_owner(dir)?;
         check_existing_pins(dir)?;
         create_missing(dir)?;
         let maps = Self::open_handles(dir)?;
@@ -388,6 +438,9 @@ impl PinnedMaps {
     /// Opens maps that already exist under `pin_dir`, creating nothing.
     pub fn open(pin_dir: impl AsRef<Path>) -> Result<PinnedMaps> {
         let dir = pin_dir.as_ref();
+        if dir.is_dir() {
+            check_pin_dir_owner(dir)?;
+        }
         check_existing_pins(dir)?;
         let maps = Self::open_handles(dir)?;
         let layout = maps.shared.read_layout()?;

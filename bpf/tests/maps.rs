@@ -405,12 +405,47 @@ fn foreign_map_shape_is_refused() {
     );
 }
 
-/// A pin directory outside bpffs is refused with a hint to mount it.
+/// A pin directory outside bpffs is refused with a hint to mount it, and a missing one is
+/// refused before anything is created.
 #[test]
 fn pin_dir_outside_bpffs_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let err = PinnedMaps::open_or_create(tmp.path()).unwrap_err();
     assert!(matches!(err, Error::NotBpffs { .. }), "{err:?}");
+    let missing = tmp.path().join("a/b");
+    let err = PinnedMaps::open_or_create(&missing).unwrap_err();
+    assert!(matches!(err, Error::NotBpffs { .. }), "{err:?}");
+    assert!(
+        !tmp.path().join("a").exists(),
+        "created a directory outside bpffs"
+    );
+}
+
+/// corral creates its pin directory with mode 0700, and refuses one that others may write
+/// (whoever writes there can replace a pin), naming the path and the fix, before pinning
+/// anything in it.
+#[test]
+fn pin_dir_is_created_private_and_an_open_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = PinDir::new("mode");
+    drop(PinnedMaps::open_or_create(dir.path()).unwrap());
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "created with mode {mode:o}");
+
+    let open = PinDir::new("open");
+    std::fs::create_dir(open.path()).unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = PinnedMaps::open_or_create(open.path()).unwrap_err();
+    assert!(matches!(err, Error::UnsafePinDir { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("777") && text.contains("chmod 700"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(open.path()).unwrap().count(),
+        0,
+        "pinned into it"
+    );
+    let err = PinnedMaps::open(open.path()).unwrap_err();
+    assert!(matches!(err, Error::UnsafePinDir { .. }), "{err:?}");
 }
 
 /// The statistics reader sums the per-CPU copies, and reset zeroes them.

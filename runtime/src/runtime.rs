@@ -164,7 +164,7 @@ impl RuntimeBuilder {
 
     fn start_validated(self, validated: ValidatedConfig) -> Result<RuntimeHandle, RuntimeError> {
         let support = self.support.clone().unwrap_or_else(SchedExtSupport::probe);
-        let plan = plan_enforcement(&validated.raw, &support, self.map_backend.is_some());
+        let plan = plan_enforcement(&validated.raw, &support, self.map_backend.is_some())?;
         let container_backend = match self.container_backend {
             Some(b) => b,
             None => open_container_backend(&validated.raw)?,
@@ -246,23 +246,40 @@ pub(crate) enum EnforcementPlan {
     Bpf,
 }
 
+/// The enforcement a configuration gets on a host with `support`.
+///
+/// `bpf` with `load_scheduler` on a kernel that cannot run sched_ext is refused here, before
+/// anything (the pin directory, the maps, a cgroup) is created.
 fn plan_enforcement(
     config: &RuntimeConfig,
     support: &SchedExtSupport,
     injected: bool,
-) -> EnforcementPlan {
+) -> Result<EnforcementPlan, RuntimeError> {
     if injected {
-        return EnforcementPlan::Injected;
+        return Ok(EnforcementPlan::Injected);
     }
-    match config.enforcement.backend {
+    Ok(match config.enforcement.backend {
         EnforcementKind::Memory => EnforcementPlan::Memory,
         EnforcementKind::Cpuset => EnforcementPlan::Cpuset { fallback: None },
+        EnforcementKind::Bpf if config.enforcement.load_scheduler && !support.available() => {
+            return Err(ActorError::invalid(
+                "enforcement.backend",
+                "bpf",
+                format!(
+                    "this kernel cannot run the scheduler ({}); use \"auto\" (falls back to \
+                     cpuset) or \"cpuset\", or set enforcement.load_scheduler = false where \
+                     `corral sched` runs it",
+                    support.reasons().join("; ")
+                ),
+            )
+            .into())
+        }
         EnforcementKind::Bpf => EnforcementPlan::Bpf,
         EnforcementKind::Auto if support.available() => EnforcementPlan::Bpf,
         EnforcementKind::Auto => EnforcementPlan::Cpuset {
             fallback: Some(support.reasons()),
         },
-    }
+    })
 }
 
 fn open_container_backend(
@@ -320,10 +337,20 @@ async fn setup(
                 );
                 sched_ext_unavailable = reasons.clone();
             }
-            Box::new(CpusetBackend::new(
-                &config.enforcement.cpuset_v1_root,
-                &config.enforcement.cpuset_prefix,
-            ))
+            // Marked with the containers' parent, so that runtimes sharing the prefix (each
+            // with its own parent) never read back or remove each other's cpusets.
+            let owner = config
+                .containers
+                .resolved_cgroup_parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "corral".into());
+            Box::new(
+                CpusetBackend::new(
+                    &config.enforcement.cpuset_v1_root,
+                    &config.enforcement.cpuset_prefix,
+                )
+                .owned_by(&owner),
+            )
         }
         (EnforcementPlan::Bpf, _) => {
             let (backend, default_driver) = crate::bpf_enforcement::open(&config.enforcement)?;

@@ -231,3 +231,198 @@ fn two_local_backends_cannot_share_a_cgroup_parent() {
     drop(again);
     std::fs::remove_dir(&parent).unwrap();
 }
+
+/// A process parked in a cgroup of its own, killed on drop.
+struct Parked {
+    child: std::process::Child,
+}
+
+impl Parked {
+    fn in_cgroup(dir: &Path) -> Parked {
+        let child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep");
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        Parked { child }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes test cgroups (children first) at the end, whatever happened.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn local_config(parent: &Path) -> RuntimeConfig {
+    let mut c = RuntimeConfig::with_groups(groups());
+    c.monitor.enabled = false;
+    c.containers.backend = ContainerBackendKind::Local;
+    c.containers.cgroup_parent = Some(parent.to_path_buf());
+    c.enforcement.backend = EnforcementKind::Memory;
+    let mut f = FunctionSpec::named("echo");
+    f.command = vec!["/bin/cat".into()];
+    c.functions.push(f);
+    c
+}
+
+/// corral touches only what it created. Under an operator's parent, a foreign child cgroup
+/// named like a container (`intruder@1`) and another one, each holding a live process,
+/// survive the runtime's start, invocations and shutdown, and so does the parent; a container
+/// left behind by an earlier run (marked as corral's, with a process in it) is killed and
+/// removed at start. Under a parent corral created, a foreign cgroup made during the run
+/// keeps the parent in place at shutdown, its process alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_cgroups_and_processes_under_the_parent_survive_start_run_and_shutdown() {
+    require_root();
+    let v2 = cgroup2_mount().expect("a cgroup2 mount");
+    let parent = v2.join(format!("corral-test-{}-foreign", std::process::id()));
+    let intruder = parent.join("intruder@1");
+    let other = parent.join("other");
+    let leftover = parent.join("echo@7");
+    let _cleanup = Cleanup(vec![
+        parent.clone(),
+        intruder.clone(),
+        other.clone(),
+        leftover.clone(),
+    ]);
+    for dir in [&parent, &intruder, &other, &leftover] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    // What a crashed run leaves: a marked container with its function still running.
+    xattr::set(&leftover, "trusted.corral.owner", b"corral-container").unwrap();
+    let mut stale = Parked::in_cgroup(&leftover);
+    let mut a = Parked::in_cgroup(&intruder);
+    let mut b = Parked::in_cgroup(&other);
+
+    let runtime = Runtime::start(local_config(&parent)).unwrap();
+    assert!(
+        !leftover.exists(),
+        "the earlier run's container is removed at start"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while stale.alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        !stale.alive(),
+        "the earlier run's process is killed at start"
+    );
+    for _ in 0..3 {
+        let r = runtime.invoke("echo", b"hi".to_vec()).await.unwrap();
+        assert_eq!(r.output, b"hi");
+    }
+    runtime.shutdown().await.unwrap();
+    assert!(a.alive() && b.alive(), "a foreign process was killed");
+    assert!(
+        intruder.exists() && other.exists(),
+        "a foreign cgroup was removed"
+    );
+    assert!(parent.exists(), "the operator's parent was removed");
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(
+        left,
+        ["intruder@1", "other"],
+        "corral's containers are gone"
+    );
+    drop((a, b));
+
+    // A parent corral creates, and a cgroup someone makes in it during the run.
+    let made = v2.join(format!("corral-test-{}-made", std::process::id()));
+    let guest = made.join("guest");
+    let _cleanup2 = Cleanup(vec![made.clone(), guest.clone()]);
+    let runtime = Runtime::start(local_config(&made)).unwrap();
+    runtime.invoke("echo", vec![]).await.unwrap();
+    std::fs::create_dir(&guest).unwrap();
+    let mut g = Parked::in_cgroup(&guest);
+    runtime.shutdown().await.unwrap();
+    assert!(
+        g.alive(),
+        "the foreign process in corral's parent was killed"
+    );
+    assert!(guest.exists() && made.exists());
+    drop(g);
+    std::fs::remove_dir(&guest).unwrap();
+    // Empty now, and still marked as corral's: the next run removes it at its shutdown.
+    let runtime = Runtime::start(local_config(&made)).unwrap();
+    runtime.shutdown().await.unwrap();
+    assert!(!made.exists(), "corral's own parent, empty, is removed");
+}
+
+/// Two `cpuset` backends sharing the v1 prefix (two runtimes with their own cgroup parents
+/// and the default prefix) neither read back nor remove each other's cpusets, and the prefix
+/// goes only when the last one closes; a prefix directory corral did not create is refused by
+/// key, and left alone.
+#[test]
+fn cpuset_backends_sharing_a_prefix_keep_to_their_own_cpusets() {
+    require_root();
+    let prefix = format!("corral-test-{}-shared", std::process::id());
+    let root = Path::new(DEFAULT_V1_ROOT);
+    let groups = validate_groups(&groups(), &[0, 1]).unwrap();
+    let mut one = CpusetBackend::new(DEFAULT_V1_ROOT, &prefix).owned_by("/one");
+    let mut two = CpusetBackend::new(DEFAULT_V1_ROOT, &prefix).owned_by("/two");
+    one.publish_groups(&groups).unwrap();
+    two.publish_groups(&groups).unwrap();
+    let cg = |id| CgroupRef {
+        id: CgroupId(id),
+        path: None,
+    };
+    one.enforce(&cg(101), &groups[0]).unwrap();
+    two.enforce(&cg(202), &groups[1]).unwrap();
+    assert_eq!(one.entries().unwrap(), vec![(CgroupId(101), GroupId(0))]);
+    assert_eq!(two.entries().unwrap(), vec![(CgroupId(202), GroupId(1))]);
+    assert!(
+        !one.remove(&cg(202)).unwrap(),
+        "removed the other runtime's cpuset"
+    );
+    one.close().unwrap();
+    assert!(
+        root.join(&prefix).join("202").exists(),
+        "the other runtime's cpuset is gone"
+    );
+    assert!(!root.join(&prefix).join("101").exists());
+    assert_eq!(two.entries().unwrap(), vec![(CgroupId(202), GroupId(1))]);
+    two.close().unwrap();
+    assert!(
+        !root.join(&prefix).exists(),
+        "the last backend removes the empty prefix"
+    );
+
+    // A cpuset of someone else's at the prefix.
+    let foreign = root.join(format!("corral-test-{}-theirs", std::process::id()));
+    std::fs::create_dir(&foreign).unwrap();
+    let _cleanup = Cleanup(vec![foreign.clone()]);
+    let name = foreign.file_name().unwrap().to_string_lossy().into_owned();
+    let mut theirs = CpusetBackend::new(DEFAULT_V1_ROOT, &name);
+    theirs.publish_groups(&groups).unwrap();
+    let err = theirs
+        .enforce(&cg(303), &groups[0])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enforcement.cpuset_prefix"), "{err}");
+    theirs.close().unwrap();
+    assert!(foreign.exists(), "a foreign cpuset was removed");
+}

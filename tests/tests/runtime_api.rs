@@ -312,6 +312,31 @@ fn config_errors_name_the_key_and_value() {
     assert!(err.to_string().contains("slices"), "{err}");
 }
 
+/// `bpf` enforcement with the runtime loading the scheduler, on a kernel without sched_ext,
+/// is refused by key with the kernel's reasons before anything is created: no pin directory,
+/// no maps.
+#[test]
+fn bpf_without_sched_ext_is_refused_before_anything_is_created() {
+    let mut c = config(1);
+    c.enforcement.backend = EnforcementKind::Bpf;
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins");
+    c.enforcement.pin_dir = pins.clone();
+    let kernel = tempfile::tempdir().unwrap();
+    let err = Runtime::builder(c)
+        .sched_ext_support(SchedExtSupport::probe_at(kernel.path()))
+        .start()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enforcement.backend"), "{err}");
+    assert!(err.contains("CONFIG_SCHED_CLASS_EXT"), "{err}");
+    assert!(err.contains("load_scheduler = false"), "{err}");
+    assert!(
+        !pins.exists(),
+        "the pin directory was created before the refusal"
+    );
+}
+
 /// Where sched_ext is missing, `auto` enforcement falls back to cpuset, and the runtime says
 /// why in its statistics and scheduler status.
 #[tokio::test]

@@ -31,6 +31,33 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const SCHED_EXT: u32 = 7;
 /// How much of a failed function's standard error is kept.
 const STDERR_TAIL: usize = 2048;
+/// The extended attribute that marks a cgroup directory as corral's: only corral removes,
+/// kills or reuses a directory that carries it. A `trusted.` attribute, so that only a
+/// privileged process can set it (nobody else can make corral remove their cgroup).
+pub const OWNER_XATTR: &str = "trusted.corral.owner";
+/// The mark's value: what created the directory.
+const OWNER_CONTAINER: &[u8] = b"corral-container";
+const OWNER_PARENT: &[u8] = b"corral-parent";
+
+/// Marks `dir` as corral's (`what`: container or parent).
+fn mark(dir: &Path, what: &[u8]) -> Result<(), ActorError> {
+    xattr::set(dir, OWNER_XATTR, what)
+        .map_err(|e| ActorError::cgroup(format!("set {OWNER_XATTR} on"), dir, e))
+}
+
+/// Whether `dir` carries corral's mark `what`.
+fn marked(dir: &Path, what: &[u8]) -> bool {
+    matches!(xattr::get(dir, OWNER_XATTR), Ok(Some(v)) if v == what)
+}
+
+/// What a start-up scan found under the parent.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Containers of corral (this run's or an earlier one's).
+    ours: Vec<ContainerInfo>,
+    /// Child cgroups corral did not create: never touched, only reported.
+    foreign: Vec<PathBuf>,
+}
 
 /// Containers as cgroup v2 directories.
 #[derive(Debug, Clone)]
@@ -38,9 +65,10 @@ pub struct LocalBackend {
     parent: PathBuf,
     created_parent: bool,
     seq: Arc<AtomicU64>,
-    /// An exclusive `flock` on the parent directory, held while the backend lives: the backend
-    /// removes every container under its parent, so two runtimes must never share one.
-    _lock: Arc<File>,
+    /// An exclusive `flock` on the parent directory, held until the backend is closed or
+    /// dropped: the backend removes every container under its parent, so two runtimes must
+    /// never share one.
+    lock: Arc<std::sync::Mutex<Option<File>>>,
 }
 
 impl LocalBackend {
@@ -61,9 +89,23 @@ impl LocalBackend {
                 ),
             ));
         }
-        let created_parent = !parent.exists();
-        if created_parent {
+        if parent.exists() && !is_cgroup2(&parent) {
+            return Err(ActorError::invalid(
+                "containers.cgroup_parent",
+                parent.display(),
+                "exists but is not a cgroup2 directory; name a cgroup directory, or a path \
+                 corral may create",
+            ));
+        }
+        // A parent that corral created (in this run or one that died) carries the mark and is
+        // removed at shutdown; an operator's own directory is never removed.
+        let created_parent = !parent.exists() || marked(&parent, OWNER_PARENT);
+        if !parent.exists() {
             fs::create_dir(&parent).map_err(|e| ActorError::cgroup("create", &parent, e))?;
+            if let Err(e) = mark(&parent, OWNER_PARENT) {
+                let _ = fs::remove_dir(&parent);
+                return Err(e);
+            }
         }
         let lock = File::open(&parent).map_err(|e| ActorError::cgroup("open", &parent, e))?;
         // SAFETY: flock on a descriptor we own.
@@ -93,14 +135,23 @@ impl LocalBackend {
             parent,
             created_parent,
             seq: Arc::new(AtomicU64::new(1)),
-            _lock: Arc::new(lock),
+            lock: Arc::new(std::sync::Mutex::new(Some(lock))),
         };
-        for leftover in backend.list()? {
+        let scan = backend.scan()?;
+        for leftover in scan.ours {
             tracing::warn!(
                 container = leftover.id,
                 "removing a container left behind by an earlier run"
             );
             backend.destroy(&leftover)?;
+        }
+        if !scan.foreign.is_empty() {
+            tracing::warn!(
+                parent = %backend.parent.display(),
+                foreign = ?scan.foreign,
+                "child cgroups that corral did not create are under containers.cgroup_parent; \
+                 they are left alone (and keep the parent from being removed)"
+            );
         }
         Ok(backend)
     }
@@ -108,6 +159,38 @@ impl LocalBackend {
     /// The parent directory.
     pub fn parent(&self) -> &Path {
         &self.parent
+    }
+
+    /// The parent's child cgroups, corral's (marked) apart from everyone else's.
+    fn scan(&self) -> Result<Scan, ActorError> {
+        let entries =
+            fs::read_dir(&self.parent).map_err(|e| ActorError::cgroup("list", &self.parent, e))?;
+        let mut scan = Scan::default();
+        for entry in entries {
+            let entry = entry.map_err(|e| ActorError::cgroup("list", &self.parent, e))?;
+            let path = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match name.rsplit_once('@') {
+                Some((function, _)) if marked(&path, OWNER_CONTAINER) => {
+                    scan.ours.push(ContainerInfo {
+                        function: function.to_string(),
+                        id: name,
+                        cgroup: CgroupRef {
+                            id: CgroupId(meta.ino()),
+                            path: Some(path),
+                        },
+                    })
+                }
+                _ => scan.foreign.push(path),
+            }
+        }
+        Ok(scan)
     }
 }
 
@@ -190,6 +273,10 @@ impl ContainerBackend for LocalBackend {
         let function = spec.name.clone();
         let result = (|| {
             fs::create_dir(&dir).map_err(|e| ActorError::cgroup("create", &dir, e))?;
+            if let Err(e) = mark(&dir, OWNER_CONTAINER) {
+                let _ = fs::remove_dir(&dir);
+                return Err(e);
+            }
             let ino = fs::metadata(&dir)
                 .map_err(|e| ActorError::cgroup("stat", &dir, e))?
                 .ino();
@@ -213,32 +300,7 @@ impl ContainerBackend for LocalBackend {
     }
 
     fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
-        let entries =
-            fs::read_dir(&self.parent).map_err(|e| ActorError::cgroup("list", &self.parent, e))?;
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| ActorError::cgroup("list", &self.parent, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((function, _)) = name.rsplit_once('@') else {
-                continue;
-            };
-            let path = entry.path();
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            if !meta.is_dir() {
-                continue;
-            }
-            out.push(ContainerInfo {
-                function: function.to_string(),
-                id: name,
-                cgroup: CgroupRef {
-                    id: CgroupId(meta.ino()),
-                    path: Some(path),
-                },
-            });
-        }
-        Ok(out)
+        Ok(self.scan()?.ours)
     }
 
     fn run(
@@ -338,12 +400,27 @@ impl ContainerBackend for LocalBackend {
     }
 
     fn close(&self) -> Result<(), ActorError> {
-        for leftover in self.list()? {
+        let scan = self.scan()?;
+        for leftover in scan.ours {
             self.destroy(&leftover)?;
         }
-        if self.created_parent {
-            remove_cgroup(&self.parent)?;
+        // Only an empty parent goes: a plain rmdir, never a kill, so that a cgroup someone else
+        // made under it (and its processes) survives.
+        if self.created_parent && !scan.foreign.is_empty() {
+            tracing::warn!(
+                parent = %self.parent.display(),
+                foreign = ?scan.foreign,
+                "leaving containers.cgroup_parent in place: it holds cgroups corral did not create"
+            );
+        } else if self.created_parent {
+            match fs::remove_dir(&self.parent) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(ActorError::cgroup("remove", &self.parent, e)),
+            }
         }
+        // Closed: the next runtime may take the parent.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::MapBackend;
 use crate::config::{parse_cpu_list, CpuGroup, GroupId};
-use crate::container_backend::local::cgroup_pids;
+use crate::container_backend::local::{cgroup_pids, OWNER_XATTR};
 use crate::container_backend::{CgroupId, CgroupRef, Enforcement};
 use crate::error::ActorError;
 
@@ -30,14 +30,24 @@ enum Placement {
 }
 
 /// Enforcement through `cpuset.cpus`.
+///
+/// Ownership: every v1 cpuset the backend creates carries the extended attribute
+/// [`OWNER_XATTR`] with the backend's owner (by default `corral`; the runtime uses its
+/// containers' parent, so two runtimes sharing a prefix tell their cpusets apart). Only
+/// cpusets with this owner's mark are read back, moved or removed; the prefix directory is
+/// removed only when empty.
 #[derive(Debug)]
 pub struct CpusetBackend {
     v1_root: PathBuf,
     v1_dir: PathBuf,
     v1_ready: bool,
+    owner: Vec<u8>,
     tracked: BTreeMap<CgroupId, Placement>,
     groups: Vec<CpuGroup>,
 }
+
+/// The mark of the prefix directory itself.
+const PREFIX_MARK: &[u8] = b"corral-cpuset-prefix";
 
 fn write(path: &Path, value: &str) -> Result<(), ActorError> {
     fs::write(path, value).map_err(|e| ActorError::cgroup(format!("write {value:?} to"), path, e))
@@ -58,9 +68,22 @@ impl CpusetBackend {
             v1_dir: v1_root.join(prefix),
             v1_root,
             v1_ready: false,
+            owner: b"corral".to_vec(),
             tracked: BTreeMap::new(),
             groups: Vec::new(),
         }
+    }
+
+    /// The same backend, marking its cpusets as `owner`'s: a second backend with the same
+    /// prefix and another owner neither sees nor removes them.
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.owner = format!("corral:{owner}").into_bytes();
+        self
+    }
+
+    /// Whether the v1 cpuset `dir` is this backend's.
+    fn owns(&self, dir: &Path) -> bool {
+        matches!(xattr::get(dir, OWNER_XATTR), Ok(Some(v)) if v == self.owner)
     }
 
     /// The directory holding this backend's v1 cpuset cgroups.
@@ -83,6 +106,16 @@ impl CpusetBackend {
         if !self.v1_dir.exists() {
             fs::create_dir(&self.v1_dir)
                 .map_err(|e| ActorError::cgroup("create", &self.v1_dir, e))?;
+            xattr::set(&self.v1_dir, OWNER_XATTR, PREFIX_MARK).map_err(|e| {
+                ActorError::cgroup(format!("set {OWNER_XATTR} on"), &self.v1_dir, e)
+            })?;
+        } else if !matches!(xattr::get(&self.v1_dir, OWNER_XATTR), Ok(Some(v)) if v == PREFIX_MARK)
+        {
+            return Err(ActorError::invalid(
+                "enforcement.cpuset_prefix",
+                self.v1_dir.display(),
+                "this cpuset exists and corral did not create it; choose a prefix of corral's own",
+            ));
         }
         for file in ["cpuset.cpus", "cpuset.mems"] {
             if read(&self.v1_dir.join(file))?.is_empty() {
@@ -127,8 +160,18 @@ impl MapBackend for CpusetBackend {
                 let dir = self.v1_dir.join(cgroup.id.to_string());
                 if !dir.exists() {
                     fs::create_dir(&dir).map_err(|e| ActorError::cgroup("create", &dir, e))?;
+                    if let Err(e) = xattr::set(&dir, OWNER_XATTR, &self.owner) {
+                        let _ = fs::remove_dir(&dir);
+                        return Err(ActorError::cgroup(format!("set {OWNER_XATTR} on"), &dir, e));
+                    }
                     let mems = read(&self.v1_dir.join("cpuset.mems"))?;
                     write(&dir.join("cpuset.mems"), &mems)?;
+                } else if !self.owns(&dir) {
+                    return Err(ActorError::cgroup(
+                        "use (it belongs to another runtime or was not made by corral)",
+                        &dir,
+                        std::io::Error::from(ErrorKind::AlreadyExists),
+                    ));
                 }
                 write(&dir.join("cpuset.cpus"), &cpus)?;
                 // Processes already in the container move into the v1 cpuset; later ones join
@@ -157,7 +200,7 @@ impl MapBackend for CpusetBackend {
     fn remove(&mut self, cgroup: &CgroupRef) -> Result<bool, ActorError> {
         let placement = self.tracked.remove(&cgroup.id).or_else(|| {
             let dir = self.v1_dir.join(cgroup.id.to_string());
-            dir.exists().then_some(Placement::V1(dir))
+            self.owns(&dir).then_some(Placement::V1(dir))
         });
         match placement {
             None => Ok(false),
@@ -198,6 +241,9 @@ impl MapBackend for CpusetBackend {
                 let Ok(id) = entry.file_name().to_string_lossy().parse::<u64>() else {
                     continue;
                 };
+                if !self.owns(&entry.path()) {
+                    continue;
+                }
                 if let Ok(text) = fs::read_to_string(entry.path().join("cpuset.cpus")) {
                     if let Some(g) = self.group_of(text.trim()) {
                         out.insert(CgroupId(id), g);
@@ -212,7 +258,10 @@ impl MapBackend for CpusetBackend {
         if self.v1_dir.exists() {
             if let Ok(dirs) = fs::read_dir(&self.v1_dir) {
                 for entry in dirs.flatten() {
-                    if let Ok(id) = entry.file_name().to_string_lossy().parse::<u64>() {
+                    let Ok(id) = entry.file_name().to_string_lossy().parse::<u64>() else {
+                        continue;
+                    };
+                    if self.tracked.contains_key(&CgroupId(id)) || self.owns(&entry.path()) {
                         self.remove(&CgroupRef {
                             id: CgroupId(id),
                             path: None,
@@ -220,10 +269,16 @@ impl MapBackend for CpusetBackend {
                     }
                 }
             }
-            match fs::remove_dir(&self.v1_dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(ActorError::cgroup("remove", &self.v1_dir, e)),
+            // Only when empty and corral's: another runtime's cpusets may share the prefix.
+            let ours =
+                matches!(xattr::get(&self.v1_dir, OWNER_XATTR), Ok(Some(v)) if v == PREFIX_MARK);
+            if ours {
+                match fs::remove_dir(&self.v1_dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+                    Err(e) => return Err(ActorError::cgroup("remove", &self.v1_dir, e)),
+                }
             }
             self.v1_ready = false;
         }
