@@ -79,14 +79,14 @@ pub struct RuntimeConfig {
     pub functions: Vec<FunctionSpec>,
 }
 
-/// Which container backend runs functions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which container backend runs functions. There is no default: a runtime that quietly
+/// simulated its containers would answer every invocation without running anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerBackendKind {
     /// cgroup v2 directories and real processes.
     Local,
-    /// No processes (logic tests, simulations).
-    #[default]
+    /// No processes: an invocation answers its payload (logic tests, simulations).
     Sim,
 }
 
@@ -94,9 +94,9 @@ pub enum ContainerBackendKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainersConfig {
-    /// `local` or `sim`.
+    /// `local` or `sim`; required (see [`ContainerBackendKind`]).
     #[serde(default)]
-    pub backend: ContainerBackendKind,
+    pub backend: Option<ContainerBackendKind>,
     /// `local`: the cgroup v2 directory containers are created under (created if missing,
     /// removed at shutdown if it was). Default: `corral` under the cgroup2 mount.
     #[serde(default)]
@@ -128,7 +128,7 @@ fn default_reap_period_ms() -> u64 {
 impl Default for ContainersConfig {
     fn default() -> Self {
         ContainersConfig {
-            backend: ContainerBackendKind::Sim,
+            backend: None,
             cgroup_parent: None,
             sim_cold_start_us: 0,
             keep_alive_ms: default_keep_alive_ms(),
@@ -139,6 +139,19 @@ impl Default for ContainersConfig {
 }
 
 impl ContainersConfig {
+    /// The backend, or an error naming `containers.backend` and the choices when unset.
+    pub fn backend_kind(&self) -> Result<ContainerBackendKind, ActorError> {
+        self.backend.ok_or_else(|| {
+            ActorError::invalid(
+                "containers.backend",
+                "(unset)",
+                "choose \"local\" (a container is a cgroup v2 directory and each invocation a \
+                 real process) or \"sim\" (no processes: an invocation answers its payload, \
+                 for tests and simulations)",
+            )
+        })
+    }
+
     /// The pool part.
     pub fn pool(&self) -> PoolConfig {
         PoolConfig {
@@ -577,6 +590,32 @@ mod tests {
         assert_eq!(
             check("[containers]\ncgroup_parent = \"/sys/fs/cgroup/w1\"\n"),
             "ok"
+        );
+    }
+
+    /// Without `containers.backend` nothing is simulated quietly: asking for the backend names
+    /// the key and both choices (a groups-only file, as `corral sched` reads, stays valid).
+    #[test]
+    fn an_unset_container_backend_is_an_error_naming_the_choices() {
+        let c = RuntimeConfig::from_toml_str(GROUPS).unwrap();
+        assert!(c.validate_against(&ONLINE).is_ok());
+        let err = c.containers.backend_kind().unwrap_err().to_string();
+        assert!(err.contains("containers.backend"), "{err}");
+        assert!(
+            err.contains("\"local\"") && err.contains("\"sim\""),
+            "{err}"
+        );
+        assert!(RuntimeConfig::with_groups(Vec::new())
+            .containers
+            .backend
+            .is_none());
+        let err =
+            RuntimeConfig::from_toml_str(&format!("{GROUPS}[containers]\nbackend = \"echo\"\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("containers.backend") && err.contains("local"),
+            "{err}"
         );
     }
 }

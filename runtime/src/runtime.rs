@@ -285,7 +285,7 @@ fn plan_enforcement(
 fn open_container_backend(
     config: &RuntimeConfig,
 ) -> Result<Arc<dyn ContainerBackend>, RuntimeError> {
-    Ok(match config.containers.backend {
+    Ok(match config.containers.backend_kind()? {
         ContainerBackendKind::Sim => Arc::new(SimBackend::new(Duration::from_micros(
             config.containers.sim_cold_start_us,
         ))),

@@ -89,6 +89,7 @@ fn run_reports_per_function_and_group() {
         &config,
         "[[groups]]\nname = \"g0\"\ncpus = \"0\"\n[placement]\npolicy = \"pinned\"\ndefault_group = \"g0\"\n\
          [enforcement]\nbackend = \"memory\"\n[monitor]\nenabled = false\n\
+         [containers]\nbackend = \"sim\"\n\
          [[workload]]\nfunction = \"open\"\nkind = \"spin\"\ncpu_ms = 1\nrate_per_s = 50\nduration_s = 1\n\
          [[workload]]\nfunction = \"closed\"\nkind = \"command\"\ncommand = [\"true\"]\nconcurrency = 2\nduration_s = 1\n",
     )

@@ -48,7 +48,7 @@ async fn bpf_map_writer_commits_to_pinned_maps_and_cleans_up() {
     c.placement.policy = PolicyKind::Pinned;
     c.placement.pinned.insert("fa".into(), "a".into());
     c.placement.pinned.insert("fb".into(), "b".into());
-    c.containers.backend = ContainerBackendKind::Sim;
+    c.containers.backend = Some(ContainerBackendKind::Sim);
     c.enforcement.backend = EnforcementKind::Bpf;
     c.enforcement.load_scheduler = false;
     c.enforcement.pin_dir = pin_dir.clone();

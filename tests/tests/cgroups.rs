@@ -64,7 +64,7 @@ async fn local_backend_runs_functions_in_cgroups_confined_by_cpuset() {
     c.placement.pinned.insert("fa".into(), "a".into());
     c.placement.pinned.insert("fb".into(), "b".into());
     c.placement.pinned.insert("fail".into(), "b".into());
-    c.containers.backend = ContainerBackendKind::Local;
+    c.containers.backend = Some(ContainerBackendKind::Local);
     c.containers.cgroup_parent = Some(parent.clone());
     c.enforcement.backend = EnforcementKind::Cpuset;
     c.enforcement.cpuset_prefix = tag.clone();
@@ -197,7 +197,7 @@ fn failed_start_names_the_key_and_leaves_no_cgroup() {
     let v2 = cgroup2_mount().expect("a cgroup2 mount");
     let parent = v2.join(format!("corral-test-{}-failed", std::process::id()));
     let mut c = RuntimeConfig::with_groups(groups());
-    c.containers.backend = ContainerBackendKind::Local;
+    c.containers.backend = Some(ContainerBackendKind::Local);
     c.containers.cgroup_parent = Some(parent.clone());
     c.enforcement.backend = EnforcementKind::Memory;
     c.functions.push(FunctionSpec::named("nocommand"));
@@ -273,7 +273,7 @@ impl Drop for Cleanup {
 fn local_config(parent: &Path) -> RuntimeConfig {
     let mut c = RuntimeConfig::with_groups(groups());
     c.monitor.enabled = false;
-    c.containers.backend = ContainerBackendKind::Local;
+    c.containers.backend = Some(ContainerBackendKind::Local);
     c.containers.cgroup_parent = Some(parent.to_path_buf());
     c.enforcement.backend = EnforcementKind::Memory;
     let mut f = FunctionSpec::named("echo");

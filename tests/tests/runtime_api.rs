@@ -36,7 +36,7 @@ fn config(limit: usize) -> RuntimeConfig {
     c.limiter.min = 1;
     c.limiter.max = limit;
     c.monitor.enabled = false;
-    c.containers.backend = ContainerBackendKind::Sim;
+    c.containers.backend = Some(ContainerBackendKind::Sim);
     c.enforcement.backend = EnforcementKind::Memory;
     c
 }
@@ -310,6 +310,21 @@ fn config_errors_name_the_key_and_value() {
     let err = RuntimeConfig::from_toml_str("[[groups]]\nname = \"a\"\ncpus = \"0\"\nslices = 3")
         .unwrap_err();
     assert!(err.to_string().contains("slices"), "{err}");
+}
+
+/// A runtime whose configuration names no container backend does not start (it would
+/// otherwise answer every invocation without running anything): the error names
+/// `containers.backend` and the choices.
+#[test]
+fn a_runtime_without_a_container_backend_does_not_start() {
+    let mut c = config(1);
+    c.containers.backend = None;
+    let err = Runtime::start(c).unwrap_err().to_string();
+    assert!(err.contains("containers.backend"), "{err}");
+    assert!(
+        err.contains("\"local\"") && err.contains("\"sim\""),
+        "{err}"
+    );
 }
 
 /// `bpf` enforcement with the runtime loading the scheduler, on a kernel without sched_ext,

@@ -38,7 +38,7 @@ fn config() -> RuntimeConfig {
     c.limiter.max = 4;
     c.limiter.queue_timeout_ms = 20_000;
     c.monitor.enabled = false;
-    c.containers.backend = ContainerBackendKind::Sim;
+    c.containers.backend = Some(ContainerBackendKind::Sim);
     c.enforcement.backend = EnforcementKind::Memory;
     for name in ["f", "g", "h"] {
         let mut f = FunctionSpec::named(name);

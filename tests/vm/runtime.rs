@@ -91,7 +91,7 @@ fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
     c.placement.policy = PolicyKind::Pinned;
     c.placement.pinned.insert("fa".into(), "a".into());
     c.placement.pinned.insert("fb".into(), "b".into());
-    c.containers.backend = ContainerBackendKind::Local;
+    c.containers.backend = Some(ContainerBackendKind::Local);
     c.containers.cgroup_parent = Some(parent.to_path_buf());
     c.functions = vec![burner("fa"), burner("fb")];
     c

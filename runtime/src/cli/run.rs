@@ -89,7 +89,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             args.config.display()
         );
     }
-    let sample_parent = match config.runtime.containers.backend {
+    let sample_parent = match config.runtime.containers.backend_kind()? {
         ContainerBackendKind::Local => Some(config.runtime.containers.resolved_cgroup_parent()?),
         ContainerBackendKind::Sim => None,
     };

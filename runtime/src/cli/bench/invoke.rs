@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use corral::{EnforcementKind, FunctionSpec, Runtime, RuntimeConfig, RuntimeHandle};
+use corral::{
+    ContainerBackendKind, EnforcementKind, FunctionSpec, Runtime, RuntimeConfig, RuntimeHandle,
+};
 
 use super::enforce::two_groups;
 use super::Figure;
@@ -163,6 +165,7 @@ fn corral_config(limit: usize) -> Result<RuntimeConfig> {
     let (configs, _, _) = two_groups()?;
     let mut config = RuntimeConfig::with_groups(configs);
     config.enforcement.backend = EnforcementKind::Memory;
+    config.containers.backend = Some(ContainerBackendKind::Sim);
     config.monitor.enabled = false;
     config.limiter.initial = limit;
     config.limiter.min = limit;
