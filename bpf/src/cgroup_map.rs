@@ -123,6 +123,18 @@ impl CgroupMap {
         }
     }
 
+    /// After a change of `cgroup`'s mapping (now `group`, or [`HOST_GROUP`](crate::HOST_GROUP)
+    /// once unmapped): preempts the CPUs running one of its tasks for another group, through
+    /// the attached scheduler's pinned `corral_kick_moved`, so that they are placed again now
+    /// rather than at their next tick. Answers how many CPUs were kicked, or `None` when no
+    /// scheduler is attached (nothing runs placed by the map then).
+    pub fn kick_moved(&self, cgroup: CgroupId, group: GroupId) -> Result<Option<u32>> {
+        if cgroup == 0 {
+            return Err(Error::InvalidCgroupId { cgroup });
+        }
+        self.shared.kick_moved(cgroup, group)
+    }
+
     /// The mapping of `cgroup`, if any.
     pub fn get(&self, cgroup: CgroupId) -> Result<Option<CgroupEntry>> {
         let bytes = self

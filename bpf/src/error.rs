@@ -185,6 +185,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Running the `corral_kick_moved` program failed.
+    #[error("running {path} (preempting the running tasks of remapped cgroup {cgroup}) failed", path = path.display())]
+    Kick {
+        /// The pinned program.
+        path: PathBuf,
+        /// The remapped cgroup.
+        cgroup: u64,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The kernel cannot run a sched_ext scheduler here.
     #[error("sched_ext is unavailable: {reason}")]
     SchedExtUnavailable {

@@ -18,7 +18,8 @@ use crate::bpf_intf::{
     corral_build_args, corral_consts_CORRAL_LAT_BUCKETS, corral_consts_CORRAL_LAYOUT_VERSION,
     corral_consts_CORRAL_MAX_CGROUPS, corral_consts_CORRAL_MAX_CPUS,
     corral_consts_CORRAL_MAX_GROUPS, corral_consts_CORRAL_NR_GROUP_SLOTS,
-    corral_consts_CORRAL_NR_STATS, corral_group, corral_group_stats, corral_layout,
+    corral_consts_CORRAL_NR_STATS, corral_group, corral_group_stats, corral_kick_args,
+    corral_layout,
 };
 use crate::cgroup_map::CgroupMap;
 use crate::error::{Error, Result};
@@ -43,6 +44,9 @@ pub const GROUP_MAP: &str = "corral_groups";
 pub const STATS_MAP: &str = "corral_stats";
 /// Pin name of the `corral_build_masks` program, present while a scheduler is attached.
 pub const BUILD_PROG: &str = "corral_build_masks";
+/// Pin name of the attached scheduler's `corral_kick_moved` program (see
+/// [`CgroupMap::kick_moved`](crate::CgroupMap::kick_moved)).
+pub const KICK_PROG: &str = "corral_kick_moved";
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -181,6 +185,58 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Runs the attached scheduler's pinned `corral_kick_moved` for `cgroup`, now in `group`:
+    /// the CPUs it kicked, or `None` when no scheduler has pinned it.
+    pub(crate) fn kick_moved(&self, cgroup: u64, group: u32) -> Result<Option<u32>> {
+        let path = self.pin_dir.join(KICK_PROG);
+        let fd = match libbpf_rs::Program::fd_from_pinned_path(&path) {
+            Ok(fd) => fd,
+            // Detached (or an older scheduler without it): the tick moves running tasks.
+            Err(_) if !path.exists() => return Ok(None),
+            Err(e) => {
+                return Err(Error::map(
+                    "open pinned program",
+                    path.display().to_string(),
+                    e,
+                ))
+            }
+        };
+        let mut args = corral_kick_args {
+            cgroup_id: cgroup,
+            group,
+            nr_kicked: 0,
+        };
+        test_run(fd.as_fd(), raw::bytes_of_mut(&mut args)).map_err(|source| Error::Kick {
+            path: path.clone(),
+            cgroup,
+            source,
+        })?;
+        Ok(Some(args.nr_kicked))
+    }
+}
+
+/// Runs a syscall program over `ctx` (its context, copied in and written back) through
+/// `BPF_PROG_TEST_RUN`; a non-zero return value is its negative errno.
+fn test_run(prog: BorrowedFd<'_>, ctx: &mut [u8]) -> std::io::Result<()> {
+    let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+        sz: size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+        ctx_in: ctx.as_mut_ptr().cast(),
+        ctx_size_in: ctx.len() as u32,
+        ..Default::default()
+    };
+    // SAFETY: opts points at a live, correctly sized context buffer, which the kernel copies
+    // in and writes back (a syscall program's context is both input and output).
+    let ret = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret));
+    }
+    if opts.retval != 0 {
+        return Err(std::io::Error::from_raw_os_error(-(opts.retval as i32)));
+    }
+    Ok(())
+}
+
 /// Runs a `corral_build_masks` program through `BPF_PROG_TEST_RUN`.
 pub(crate) fn run_build_masks(
     prog: BorrowedFd<'_>,
@@ -194,30 +250,12 @@ pub(crate) fn run_build_masks(
         nr_built: 0,
         nr_cleared: 0,
     };
-    let ctx = raw::bytes_of_mut(&mut args);
-    let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
-        sz: size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
-        ctx_in: ctx.as_mut_ptr().cast(),
-        ctx_size_in: ctx.len() as u32,
-        ..Default::default()
-    };
-    // SAFETY: opts points at a live, correctly sized context buffer, which the kernel copies
-    // in and writes back (a syscall program's context is both input and output).
-    let ret = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
-    let fail = |source| Error::BuildMasks {
+    test_run(prog, raw::bytes_of_mut(&mut args)).map_err(|source| Error::BuildMasks {
         path: path.into(),
         first,
         count,
         source,
-    };
-    if ret < 0 {
-        return Err(fail(std::io::Error::from_raw_os_error(-ret)));
-    }
-    if opts.retval != 0 {
-        return Err(fail(std::io::Error::from_raw_os_error(
-            -(opts.retval as i32),
-        )));
-    }
+    })?;
     Ok(BuildReport {
         built: args.nr_built,
         cleared: args.nr_cleared,
@@ -459,7 +497,9 @@ impl PinnedMaps {
     /// it is empty. The maps themselves live on while a scheduler or another holder uses them.
     pub fn remove_pins(pin_dir: impl AsRef<Path>) -> Result<()> {
         let dir = pin_dir.as_ref();
-        for name in [LAYOUT_MAP, CGROUP_MAP, GROUP_MAP, STATS_MAP, BUILD_PROG] {
+        for name in [
+            LAYOUT_MAP, CGROUP_MAP, GROUP_MAP, STATS_MAP, BUILD_PROG, KICK_PROG,
+        ] {
             let path = dir.join(name);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}

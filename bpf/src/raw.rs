@@ -6,7 +6,7 @@
 
 use crate::bpf_intf::{
     corral_build_args, corral_cgroup, corral_group, corral_group_stats, corral_joiner,
-    corral_layout,
+    corral_kick_args, corral_layout,
 };
 
 /// A plain-old-data struct shared with BPF; see the module documentation.
@@ -15,13 +15,14 @@ use crate::bpf_intf::{
 /// Implementors must be `#[repr(C)]`, contain only integers, and have no padding.
 pub(crate) unsafe trait Plain: Copy {}
 
-// SAFETY: all five are bindgen's #[repr(C)] translations of intf.h structs made of u32/u64
+// SAFETY: all six are bindgen's #[repr(C)] translations of intf.h structs made of u32/u64
 // fields and arrays; the assertions below prove they have no padding.
 unsafe impl Plain for corral_layout {}
 unsafe impl Plain for corral_cgroup {}
 unsafe impl Plain for corral_group {}
 unsafe impl Plain for corral_group_stats {}
 unsafe impl Plain for corral_build_args {}
+unsafe impl Plain for corral_kick_args {}
 // SAFETY: integers only.
 unsafe impl Plain for corral_joiner {}
 unsafe impl Plain for u32 {}
@@ -35,6 +36,7 @@ const _: () = {
     assert!(size_of::<corral_group_stats>() == (13 + 32) * 8);
     assert!(size_of::<corral_joiner>() == 4 * 4 + 8);
     assert!(size_of::<corral_build_args>() == 4 * 4);
+    assert!(size_of::<corral_kick_args>() == 8 + 2 * 4);
 };
 
 /// The bytes of `value`.

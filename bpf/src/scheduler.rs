@@ -24,7 +24,9 @@ use crate::bpf_intf::{
 use crate::bpf_skel::{BpfSkel, BpfSkelBuilder, OpenBpfSkel};
 use crate::error::{Error, Result};
 use crate::joiners::JoinerWatch;
-use crate::pinned::{run_build_masks, BuildReport, PinnedMaps, BUILD_PROG, DEFAULT_PIN_DIR};
+use crate::pinned::{
+    run_build_masks, BuildReport, PinnedMaps, BUILD_PROG, DEFAULT_PIN_DIR, KICK_PROG,
+};
 
 const SCHED_EXT_DIR: &str = "/sys/kernel/sched_ext";
 
@@ -251,7 +253,10 @@ pub struct Scheduler {
     storage: NonNull<MaybeUninit<OpenObject>>,
     maps: PinnedMaps,
     prog_pin: PathBuf,
-    /// Whether `prog_pin` is this scheduler's pin (never remove another instance's).
+    /// Where `corral_kick_moved` is pinned, beside the mask builder.
+    kick_pin: PathBuf,
+    /// Whether `prog_pin` and `kick_pin` are this scheduler's pins (never remove another
+    /// instance's).
     prog_pinned: bool,
     mode: SchedMode,
     /// Partial mode: switches tasks that join a mapped cgroup to `SCHED_EXT`.
@@ -300,6 +305,7 @@ impl Scheduler {
             skel: ManuallyDrop::new(skel),
             storage,
             prog_pin: config.pin_dir.join(BUILD_PROG),
+            kick_pin: config.pin_dir.join(KICK_PROG),
             prog_pinned: false,
             maps,
             mode: config.mode,
@@ -379,18 +385,26 @@ impl Scheduler {
         self.link = Some(link);
 
         // Pin the mask builder so that any holder of the pins can apply a new layout, then run
-        // it once in case a group was published between ops.init and the pin.
-        match std::fs::remove_file(&self.prog_pin) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove stale pin", &self.prog_pin, e)),
+        // it once in case a group was published between ops.init and the pin; and the kick, so
+        // that a remap from any process moves running tasks at once.
+        for pin in [&self.prog_pin, &self.kick_pin] {
+            match std::fs::remove_file(pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove stale pin", pin, e)),
+            }
         }
+        self.prog_pinned = true;
         self.skel
             .progs
             .corral_build_masks
             .pin(&self.prog_pin)
             .map_err(libbpf_stage("attach"))?;
-        self.prog_pinned = true;
+        self.skel
+            .progs
+            .corral_kick_moved
+            .pin(&self.kick_pin)
+            .map_err(libbpf_stage("attach"))?;
         self.rebuild_groups()?;
         Ok(())
     }
@@ -509,6 +523,7 @@ impl Scheduler {
         }
         if std::mem::take(&mut self.prog_pinned) {
             let _ = std::fs::remove_file(&self.prog_pin);
+            let _ = std::fs::remove_file(&self.kick_pin);
         }
     }
 }

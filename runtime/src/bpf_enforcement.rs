@@ -10,7 +10,7 @@
 //! - [`BpfSchedulerDriver`]: open → configure → load → attach through `corral_bpf::Scheduler`
 //!   on the same pins, with the kernel's exit information for the BPF loader to watch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +66,9 @@ pub struct BpfMapBackend {
     switched: BTreeMap<CgroupId, PathBuf>,
     /// Whether `close` unpublishes the groups: only when this runtime also runs the scheduler.
     owns_groups: bool,
+    /// The group each cgroup was last mapped to by this backend, so that only a change of
+    /// group kicks the cgroup's running tasks (see `kick`).
+    last: HashMap<CgroupId, u32>,
 }
 
 impl BpfMapBackend {
@@ -83,6 +86,7 @@ impl BpfMapBackend {
             published_host: false,
             switched: BTreeMap::new(),
             owns_groups: true,
+            last: HashMap::new(),
         })
     }
 
@@ -102,6 +106,16 @@ impl BpfMapBackend {
     /// The pinned maps (statistics, inspection).
     pub fn maps(&self) -> &PinnedMaps {
         &self.maps
+    }
+}
+
+impl BpfMapBackend {
+    /// Moves `cgroup`'s running tasks to `group` now (the committed mapping moves them at
+    /// their next tick anyway, so a failure is only logged).
+    fn kick(&self, cgroup: CgroupId, group: u32) {
+        if let Err(e) = self.maps.cgroups().kick_moved(cgroup.0, group) {
+            tracing::warn!(cgroup = cgroup.0, error = %e, "cannot preempt the remapped cgroup's running tasks; they move at their next tick");
+        }
     }
 }
 
@@ -163,6 +177,9 @@ impl MapBackend for BpfMapBackend {
                 "map cgroup {} to group {}",
                 cgroup.id, group.id
             )))?;
+        if self.last.insert(cgroup.id, group.id.0) != Some(group.id.0) {
+            self.kick(cgroup.id, group.id.0);
+        }
         let swept = std::time::Instant::now();
         if let Some(path) = cgroup.path.as_ref().filter(|_| partial) {
             if let Err(e) = set_cgroup_tree_sched_ext(path, true, |_| false) {
@@ -211,10 +228,15 @@ impl MapBackend for BpfMapBackend {
                 path.display()
             )))?;
         }
-        self.maps
+        let removed = self
+            .maps
             .cgroups()
             .remove(cgroup.id.0)
-            .map_err(bpf_error(format!("unmap cgroup {}", cgroup.id)))
+            .map_err(bpf_error(format!("unmap cgroup {}", cgroup.id)))?;
+        if self.last.remove(&cgroup.id).is_some() || removed {
+            self.kick(cgroup.id, corral_bpf::HOST_GROUP);
+        }
+        Ok(removed)
     }
 
     fn entries(&self) -> Result<Vec<(CgroupId, GroupId)>, ActorError> {

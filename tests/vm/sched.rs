@@ -587,7 +587,9 @@ fn nested_cgroup_inherits_parent_group() {
 
 /// One map update moves a loaded cgroup from group {0,1} to group {2,3}: from 100 ms after the
 /// update on, no thread is seen outside {2,3}. The groups are published after the scheduler
-/// started, through its pinned cpumask builder.
+/// started, through its pinned cpumask builder. The pinned kick preempts the CPUs running the
+/// cgroup's threads for the old group (both of {0,1}, which its five busy threads keep busy),
+/// and kicks none once they run in the new group.
 #[test]
 fn remap_moves_a_loaded_cgroup_with_one_update() {
     require_guest();
@@ -621,7 +623,12 @@ fn remap_moves_a_loaded_cgroup_with_one_update() {
 
     let t = Instant::now();
     cg.map(&maps, 1);
+    let kicked = maps.cgroups().kick_moved(cg.id(), 1).unwrap();
     let update = t.elapsed();
+    assert!(
+        kicked.is_some_and(|n| (1..=2).contains(&n)),
+        "kicked {kicked:?} CPUs: the cgroup's threads run on both of CPUs 0-1"
+    );
     std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
     let (after, rounds) = sample_cpus(&pids, Duration::from_millis(3000));
     assert!(
@@ -635,6 +642,8 @@ fn remap_moves_a_loaded_cgroup_with_one_update() {
         "after the remap ({update:?} update): {bad:?}"
     );
     assert_eq!(maps.stats().read(1).unwrap().violations, 0);
+    // In their new group already: nothing to preempt.
+    assert_eq!(maps.cgroups().kick_moved(cg.id(), 1).unwrap(), Some(0));
 }
 
 /// Tasks without a usable mapping belong to the host group and keep running: a task whose

@@ -23,7 +23,13 @@ use std::path::PathBuf;
 
 /// The workspace root: the parent of the `xtask` crate's directory.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // `cargo xtask` (cargo run) sets CARGO_MANIFEST_DIR for the run too; prefer that over the
+    // build's value: two checkouts sharing a target directory share this binary, and the
+    // compiled-in path would be the other checkout's.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()

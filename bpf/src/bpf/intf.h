@@ -233,4 +233,19 @@ struct corral_build_args {
 	u32 nr_cleared;
 };
 
+/*
+ * Context of the corral_kick_moved SEC("syscall") program: after user space
+ * mapped, remapped or unmapped cgroup_id, preempt the CPUs whose running task
+ * belongs to it and was queued for another group than group, so that it is
+ * placed again now rather than at its next tick.
+ */
+struct corral_kick_args {
+	/* The cgroup whose mapping changed. */
+	u64 cgroup_id;
+	/* Its group now (CORRAL_HOST_GROUP when unmapped). */
+	u32 group;
+	/* Out: CPUs kicked. */
+	u32 nr_kicked;
+};
+
 #endif /* __CORRAL_INTF_H */

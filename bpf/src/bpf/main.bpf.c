@@ -211,6 +211,11 @@ struct cpu_ctx {
 	u32 rotor;
 	/* Non-zero while the running task is a guest: not of a group owning this CPU. */
 	u32 guest;
+	/* Group the running task was queued for; NO_GROUP while none runs. */
+	u32 cur_group;
+	/* The running task's cgroup and the cgroup whose mapping placed it (0: none). */
+	u64 cur_cgid;
+	u64 cur_mapped_cgid;
 };
 
 struct {
@@ -940,6 +945,14 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	tctx->running_at = now;
 	group = tctx->group;
 
+	/* What corral_kick_moved matches a remapped cgroup against. */
+	cctx = cpu_ctx_of(cpu);
+	if (cctx) {
+		cctx->cur_group = group;
+		cctx->cur_cgid = tctx->cgid;
+		cctx->cur_mapped_cgid = tctx->mapped_cgid;
+	}
+
 	stats = stats_get(group);
 	if (!stats)
 		return;
@@ -977,7 +990,6 @@ void BPF_STRUCT_OPS(corral_running, struct task_struct *p)
 	}
 
 	/* A guest: preemptible by the groups owning this CPU (see preempt_guest). */
-	cctx = cpu_ctx_of(cpu);
 	if (cctx && cctx->owners && tctx->why != PLACED_OVERRIDE &&
 	    (group >= CORRAL_MAX_GROUPS || !(cctx->owners & (1ULL << group)))) {
 		if (!cctx->guest)
@@ -1009,6 +1021,11 @@ void BPF_STRUCT_OPS(corral_stopping, struct task_struct *p, bool runnable)
 	if (cctx && cctx->guest) {
 		cctx->guest = 0;
 		__sync_fetch_and_sub(&nr_guests, 1);
+	}
+	if (cctx) {
+		cctx->cur_group = NO_GROUP;
+		cctx->cur_cgid = 0;
+		cctx->cur_mapped_cgid = 0;
 	}
 
 	tctx = task_ctx_get(p, false);
@@ -1297,6 +1314,40 @@ int corral_build_masks(struct corral_build_args *args)
 			args->nr_cleared++;
 	}
 	build_cpu_view();
+	return 0;
+}
+
+/*
+ * Run by user space through BPF_PROG_TEST_RUN after it changed the mapping of
+ * args->cgroup_id: preempts each CPU whose running task is of that cgroup
+ * (directly, or placed by its mapping) and was queued for another group than
+ * args->group. The preempted task goes back through enqueue, which resolves
+ * it again and queues it for its new group at once; without the kick it moves
+ * at its next tick (corral_tick). Queued tasks need no kick: they leave at
+ * their old group's next dispatch (move_first_of_group) or their next enqueue.
+ * cpu_ctx is read without a lock: a CPU that just switched tasks may be kicked
+ * for nothing (one more pass through dispatch) or missed (the tick catches it).
+ */
+SEC("syscall")
+int corral_kick_moved(struct corral_kick_args *args)
+{
+	struct cpu_ctx *cctx;
+	u64 cgid = args->cgroup_id;
+	u32 group = args->group, zero = 0;
+	s32 cpu;
+
+	args->nr_kicked = 0;
+	if (!cgid)
+		return -EINVAL;
+	bpf_for(cpu, 0, nr_possible_cpus) {
+		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
+		if (!cctx || cctx->cur_group == NO_GROUP || cctx->cur_group == group)
+			continue;
+		if (cctx->cur_cgid != cgid && cctx->cur_mapped_cgid != cgid)
+			continue;
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		args->nr_kicked++;
+	}
 	return 0;
 }
 

@@ -144,8 +144,14 @@ pub fn map(args: MapArgs) -> Result<()> {
             });
         }
     };
+    // Running tasks of the cgroup move now rather than at their next tick.
+    let kicked = if previous.map(|p| p.group) != Some(args.group) {
+        kick(&maps, cgroup, args.group)
+    } else {
+        0
+    };
     println!(
-        "mapped {} (cgroup id {cgroup}) to group {} (CPUs {}){}{}",
+        "mapped {} (cgroup id {cgroup}) to group {} (CPUs {}){}{}{}",
         path.display(),
         args.group,
         cpu_list(&group.spec.cpus),
@@ -158,9 +164,30 @@ pub fn map(args: MapArgs) -> Result<()> {
             format!("; {switched} threads switched to SCHED_EXT")
         } else {
             String::new()
-        }
+        },
+        preempted(kicked)
     );
     Ok(())
+}
+
+/// Preempts the CPUs running `cgroup`'s tasks for another group than `group` (see
+/// `CgroupMap::kick_moved`); a failure only delays the move to the next tick, so it warns.
+fn kick(maps: &PinnedMaps, cgroup: u64, group: u32) -> u32 {
+    match maps.cgroups().kick_moved(cgroup, group) {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => {
+            eprintln!("corral: warning: {e}; its running tasks move at their next tick");
+            0
+        }
+    }
+}
+
+fn preempted(kicked: u32) -> String {
+    match kicked {
+        0 => String::new(),
+        1 => "; 1 running CPU preempted".to_string(),
+        n => format!("; {n} running CPUs preempted"),
+    }
 }
 
 pub fn unmap(args: UnmapArgs) -> Result<()> {
@@ -179,6 +206,7 @@ pub fn unmap(args: UnmapArgs) -> Result<()> {
             path.display()
         );
     }
+    let kicked = kick(&maps, cgroup, corral_bpf::HOST_GROUP);
     let switch = if previous.flags.contains(CgroupFlags::NO_INHERIT) {
         set_cgroup_sched_ext(&path, false)
     } else {
@@ -191,9 +219,10 @@ pub fn unmap(args: UnmapArgs) -> Result<()> {
         )
     })?;
     println!(
-        "unmapped {} (cgroup id {cgroup}, was group {}); {switched} threads back to SCHED_NORMAL",
+        "unmapped {} (cgroup id {cgroup}, was group {}); {switched} threads back to SCHED_NORMAL{}",
         path.display(),
-        previous.group
+        previous.group,
+        preempted(kicked)
     );
     Ok(())
 }
