@@ -131,6 +131,80 @@ async fn limit_four_admits_exactly_four_of_two_hundred() {
     runtime.shutdown().await.unwrap();
 }
 
+/// Load: 20,000 invocations from 64 concurrent callers (each a task on a 2-worker runtime,
+/// 312 or 313 calls apiece) with an inflight limit of 8. The peak seen inside the container
+/// backend is exactly 8, every invocation answers its own payload, the counters add up to
+/// 20,000, and afterwards no permit, lease, container or map entry is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_invocations_from_64_callers_keep_the_limit_and_leak_nothing() {
+    const TOTAL: usize = 20_000;
+    const CALLERS: usize = 64;
+    let probe = Arc::new(ConcurrencyProbe {
+        inner: SimBackend::new(Duration::ZERO),
+        now: Arc::new(AtomicUsize::new(0)),
+        max: Arc::new(AtomicUsize::new(0)),
+    });
+    let mut c = config(8);
+    for name in ["a", "b", "c"] {
+        let mut f = FunctionSpec::named(name);
+        f.simulated_run_us = 50;
+        c.functions.push(f);
+    }
+    let maps = MemoryMaps::new();
+    let runtime = Runtime::builder(c)
+        .memory_maps(maps.clone())
+        .container_backend(probe.clone())
+        .start()
+        .unwrap();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|k| {
+            let rt = runtime.clone();
+            tokio::spawn(async move {
+                let mut ok = 0usize;
+                for i in (k..TOTAL).step_by(CALLERS) {
+                    let payload = (i as u32).to_le_bytes().to_vec();
+                    let r = rt
+                        .invoke(["a", "b", "c"][i % 3], payload.clone())
+                        .await
+                        .unwrap_or_else(|e| panic!("invocation {i}: {e}"));
+                    assert_eq!(r.output, payload, "invocation {i} got another's answer");
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for c in callers {
+        done += c.await.unwrap();
+    }
+    assert_eq!(done, TOTAL);
+    assert_eq!(
+        probe.max.load(Ordering::SeqCst),
+        8,
+        "observed peak in flight"
+    );
+    let stats = runtime.stats();
+    assert_eq!(stats.max_in_flight, 8);
+    assert_eq!(stats.invocations_completed, TOTAL as u64);
+    assert_eq!(stats.invocations_failed, 0);
+    assert_eq!(stats.cold_starts + stats.warm_starts, TOTAL as u64);
+    assert_eq!((stats.in_flight, stats.available_permits), (0, 8));
+    let report = runtime.shutdown().await.unwrap();
+    assert_eq!(report.leases_held, 0);
+    assert_eq!(report.permits_available, report.limit);
+    assert!(
+        probe.inner.is_empty(),
+        "containers left: {}",
+        probe.inner.len()
+    );
+    assert!(
+        maps.entries().is_empty(),
+        "map entries left: {:?}",
+        maps.entries()
+    );
+}
+
 /// An invocation reports where its time went and crosses threads exactly twice (worker →
 /// actix, actix → worker); the first is cold, the next warm on the same container, both in the
 /// pinned group.
