@@ -153,3 +153,41 @@ fn bpf_backend_reads_back_entries_from_the_pins() {
     PinnedMaps::remove_pins(&pin_dir).unwrap();
     let _ = std::fs::remove_dir(&pin_dir);
 }
+
+/// A function process cannot reach the pinned maps through inherited descriptors: it runs (a
+/// `local` container, the `bpf` map writer holding the maps open) with no BPF map or program
+/// among its open files, since every BPF descriptor is close-on-exec; its command is run
+/// directly, without a shell.
+#[tokio::test]
+async fn function_processes_inherit_no_bpf_descriptor() {
+    require_root();
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/corral-test-{}-fds",
+        std::process::id()
+    ));
+    let parent = corral::config::cgroup2_mount()
+        .expect("a cgroup2 mount")
+        .join(format!("corral-test-{}-fds", std::process::id()));
+    let mut c = RuntimeConfig::with_groups(groups());
+    c.monitor.enabled = false;
+    c.containers.backend = Some(ContainerBackendKind::Local);
+    c.containers.cgroup_parent = Some(parent.clone());
+    c.enforcement.backend = EnforcementKind::Bpf;
+    c.enforcement.load_scheduler = false;
+    c.enforcement.pin_dir = pin_dir.clone();
+    let mut f = FunctionSpec::named("fds");
+    // ls is the function itself (no shell): it lists its own descriptors.
+    f.command = vec!["/bin/ls".into(), "-l".into(), "/proc/self/fd/".into()];
+    c.functions.push(f);
+    let runtime = Runtime::start(c).unwrap();
+    let r = runtime.invoke("fds", vec![]).await.unwrap();
+    let listing = String::from_utf8_lossy(&r.output).into_owned();
+    assert!(listing.contains("->"), "no descriptor listed: {listing}");
+    assert!(
+        !listing.contains("bpf"),
+        "a BPF descriptor reached the function: {listing}"
+    );
+    runtime.shutdown().await.unwrap();
+    PinnedMaps::remove_pins(&pin_dir).unwrap();
+    assert!(!parent.exists());
+}
