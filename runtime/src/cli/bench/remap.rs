@@ -3,8 +3,10 @@
 //! each thread is on):
 //!
 //! - `remap_corral_ms`: one cgroup-map update (`cgroup → group`) on the pinned maps of an
-//!   attached `corral sched`; the scheduler places each task by its cgroup at its next enqueue,
-//!   and ends the slice of a running task whose placement changed at the next tick;
+//!   attached `corral sched`, then the scheduler's pinned `corral_kick_moved`, as the map
+//!   writer and `corral map` run it: the scheduler places each task by its cgroup at its next
+//!   enqueue, and the kick preempts the running ones so that they are enqueued again at once
+//!   (without it, at the next tick);
 //! - `remap_cpuset_ms`: one cgroup v2 `cpuset.cpus` write, after which the kernel migrates every
 //!   task of the cgroup itself, inside the write.
 //!
@@ -23,7 +25,7 @@
 //!   slices, although none of them runs on an old CPU meanwhile.
 //!
 //! The cgroup alternates between the two placements `--moves` times. `remap_<via>_write_us` is
-//! the update or write alone.
+//! the update (with the kick) or the write alone.
 //!
 //! Run it in a guest with sched_ext (corral) or any cgroup v2 host (cpuset); `cargo xtask bench
 //! remap` does both in a 4-vCPU guest, with the two placements on CPUs 1 and 2 and the sampler
@@ -333,10 +335,18 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
     );
     let move_to = |p: usize| -> Result<()> {
         match (&maps, args.via) {
-            (Some(maps), _) => maps
-                .cgroups()
-                .insert(cgroup, args.groups[p], CgroupFlags::NONE)
-                .with_context(|| format!("cannot map cgroup {cgroup} to group {}", args.groups[p])),
+            (Some(maps), _) => {
+                maps.cgroups()
+                    .insert(cgroup, args.groups[p], CgroupFlags::NONE)
+                    .with_context(|| {
+                        format!("cannot map cgroup {cgroup} to group {}", args.groups[p])
+                    })?;
+                // As the map writer and `corral map` do: preempt the running threads now.
+                maps.cgroups()
+                    .kick_moved(cgroup, args.groups[p])
+                    .with_context(|| format!("cannot kick the running tasks of cgroup {cgroup}"))?;
+                Ok(())
+            }
             (None, _) => write_cpuset(&load.dir, &args.cpus[p]),
         }
     };
@@ -411,7 +421,7 @@ pub fn run(args: &RemapArgs) -> Result<Vec<Figure>> {
         Figure::latency_us(
             &format!("remap_{name}_write_us"),
             match args.via {
-                Via::Corral => "the cgroup-map update alone",
+                Via::Corral => "the cgroup-map update and the kick of its running tasks",
                 Via::Cpuset => {
                     "the cpuset.cpus write alone (the kernel migrates the tasks inside it)"
                 }
