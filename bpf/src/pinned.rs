@@ -153,6 +153,23 @@ pub(crate) struct Shared {
     pub(crate) stats: MapHandle,
     /// Serialises this process's read-modify-write of the layout entry's generation.
     gen_lock: Mutex<()>,
+    /// The pinned `corral_kick_moved`, as last looked up (see `kick_moved`).
+    kick: Mutex<KickPin>,
+}
+
+/// How long a lookup of the kick program's pin is trusted. A scheduler that attaches (or
+/// restarts) within it is kicked through only after it: until then its running tasks move at
+/// their next tick, as without a kick; a descriptor still held for a scheduler that detached
+/// runs its old program, whose per-CPU records no longer change, so it kicks nothing useful
+/// (and no CPU outside the possible ones). What it saves: a lookup per remap, on these
+/// machines a stat of a bpffs path costs about as much as the map update itself.
+const KICK_PIN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The kick program's pin, looked up at `at`: its descriptor, or `None` when absent.
+#[derive(Debug, Default)]
+struct KickPin {
+    fd: Option<std::os::fd::OwnedFd>,
+    at: Option<std::time::Instant>,
 }
 
 impl Shared {
@@ -190,17 +207,32 @@ impl Shared {
     /// the CPUs it kicked, or `None` when no scheduler has pinned it.
     pub(crate) fn kick_moved(&self, cgroup: u64, group: u32) -> Result<Option<u32>> {
         let path = self.pin_dir.join(KICK_PROG);
-        let fd = match libbpf_rs::Program::fd_from_pinned_path(&path) {
-            Ok(fd) => fd,
-            // Detached (or an older scheduler without it): the tick moves running tasks.
-            Err(_) if !path.exists() => return Ok(None),
-            Err(e) => {
-                return Err(Error::map(
-                    "open pinned program",
-                    path.display().to_string(),
-                    e,
-                ))
-            }
+        let mut pin = self.kick.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if pin
+            .at
+            .is_none_or(|at| now.duration_since(at) >= KICK_PIN_TTL)
+        {
+            // Detached (or an older scheduler without it): nothing to kick.
+            pin.fd = if path.exists() {
+                match libbpf_rs::Program::fd_from_pinned_path(&path) {
+                    Ok(fd) => Some(fd),
+                    Err(_) if !path.exists() => None,
+                    Err(e) => {
+                        return Err(Error::map(
+                            "open pinned program",
+                            path.display().to_string(),
+                            e,
+                        ))
+                    }
+                }
+            } else {
+                None
+            };
+            pin.at = Some(now);
+        }
+        let Some(fd) = pin.fd.as_ref() else {
+            return Ok(None);
         };
         let mut args = corral_kick_args {
             cgroup_id: cgroup,
@@ -524,6 +556,7 @@ impl PinnedMaps {
             groups: open_pinned(&dir.join(GROUP_MAP))?,
             stats: open_pinned(&dir.join(STATS_MAP))?,
             gen_lock: Mutex::new(()),
+            kick: Mutex::new(KickPin::default()),
         });
         Ok(PinnedMaps {
             cgroups: CgroupMap::new(shared.clone()),

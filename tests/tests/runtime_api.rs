@@ -566,3 +566,90 @@ fn runtime_handle_is_clone_send_sync() {
     fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
     assert_shareable::<corral::RuntimeHandle>();
 }
+
+/// The sim backend, with a destroy that blocks until the test opens a gate: a container
+/// backend whose teardown takes long (a cgroup waiting for its killed processes, a container
+/// runtime's call).
+#[derive(Debug)]
+struct GatedDestroy {
+    inner: SimBackend,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl ContainerBackend for GatedDestroy {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn check_function(&self, spec: &FunctionSpec) -> Result<(), ActorError> {
+        self.inner.check_function(spec)
+    }
+    fn create(&self, spec: &FunctionSpec) -> BoxFuture<'static, Result<ContainerInfo, ActorError>> {
+        self.inner.create(spec)
+    }
+    fn destroy(&self, c: &ContainerInfo) -> Result<(), ActorError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let (open, cv) = &*self.gate;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        self.inner.destroy(c)
+    }
+    fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
+        self.inner.list()
+    }
+    fn run(
+        &self,
+        c: &Container,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, ActorError>> {
+        self.inner.run(c, payload)
+    }
+    fn close(&self) -> Result<(), ActorError> {
+        self.inner.close()
+    }
+}
+
+/// A container's destroy does not run on the actix thread that every actor shares: while one
+/// is blocked (a release with a full pool), 50 invocations of another function go through.
+/// Were the destroy on that thread, they could not (the test would time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_container_destroy_does_not_stall_other_invocations() {
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let backend = Arc::new(GatedDestroy {
+        inner: SimBackend::new(Duration::ZERO),
+        gate: Arc::clone(&gate),
+        waiting: Arc::new(AtomicUsize::new(0)),
+    });
+    let mut c = config(4);
+    let mut once = FunctionSpec::named("once");
+    once.max_warm = Some(0);
+    c.functions.push(once);
+    c.functions.push(FunctionSpec::named("other"));
+    let runtime = Runtime::builder(c)
+        .container_backend(backend.clone())
+        .start()
+        .unwrap();
+    let rt = runtime.clone();
+    let blocked = tokio::spawn(async move { rt.invoke("once", vec![1]).await });
+    while backend.waiting.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let others = async {
+        for i in 0..50u8 {
+            runtime.invoke("other", vec![i]).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), others)
+        .await
+        .expect("invocations stalled behind a blocked destroy");
+    assert!(!blocked.is_finished(), "the destroy was not blocked");
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    blocked.await.unwrap().unwrap();
+    runtime.shutdown().await.unwrap();
+}
