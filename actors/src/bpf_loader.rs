@@ -11,6 +11,13 @@
 //!
 //! Where sched_ext is missing the runtime keeps running with the `cpuset` map backend; the
 //! probe's reasons are logged once, clearly, and kept in the status.
+//!
+//! Loading and verifying the scheduler takes hundreds of milliseconds (seconds under qemu
+//! TCG), so the driver's `attach` runs on tokio's blocking pool, never on the actix thread that
+//! every actor shares: invocations keep flowing while the scheduler loads, at start and when it
+//! is reattached after an exit. The driver travels to the blocking pool and comes back with
+//! the [`Attached`] message, sent to the loader's address (which outlives a restart of the
+//! actor), so a panic elsewhere in the loader meanwhile loses neither.
 
 use std::fmt;
 use std::path::Path;
@@ -117,6 +124,8 @@ pub enum SchedulerState {
     },
     /// No scheduler driver configured (a map backend other than `bpf`).
     NotConfigured,
+    /// Being loaded and attached (on the blocking pool).
+    Attaching,
     /// Attached and running.
     Running,
     /// Exited; reattaching after the backoff.
@@ -222,6 +231,20 @@ pub struct BpfLoader {
     watch: Option<SpawnHandle>,
     telemetry: Arc<Telemetry>,
     failpoints: Arc<Failpoints>,
+    /// `StartScheduler` callers waiting for the attach in progress.
+    waiters: Vec<tokio::sync::oneshot::Sender<SchedulerStatus>>,
+    /// A `StopScheduler` came while attaching: detach as soon as the driver is back.
+    stop_after_attach: bool,
+}
+
+/// The driver back from an attach on the blocking pool, with its outcome.
+struct Attached {
+    driver: Option<Box<dyn SchedulerDriver>>,
+    result: Result<(), BoxError>,
+}
+
+impl actix::Message for Attached {
+    type Result = ();
 }
 
 impl BpfLoader {
@@ -257,6 +280,8 @@ impl BpfLoader {
             watch: None,
             telemetry,
             failpoints,
+            waiters: Vec::new(),
+            stop_after_attach: false,
         }
     }
 
@@ -278,12 +303,40 @@ impl BpfLoader {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Attaches now; on failure schedules a retry with backoff.
+    /// Starts an attach on the blocking pool; [`Attached`] brings the driver and the outcome
+    /// back.
     fn attach(&mut self, ctx: &mut Context<Self>) {
-        let Some(driver) = self.driver.as_mut() else {
+        let Some(mut driver) = self.driver.take() else {
             return;
         };
-        match driver.attach() {
+        self.update(|s| s.state = SchedulerState::Attaching);
+        let me = ctx.address();
+        actix::spawn(async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = driver.attach();
+                (driver, result)
+            })
+            .await;
+            let back = match joined {
+                Ok((driver, result)) => Attached {
+                    driver: Some(driver),
+                    result,
+                },
+                // The driver panicked and is gone with its thread's stack.
+                Err(e) => Attached {
+                    driver: None,
+                    result: Err(
+                        format!("the scheduler driver panicked while attaching: {e}").into(),
+                    ),
+                },
+            };
+            me.do_send(back);
+        });
+    }
+
+    /// What an attach came back with: running (and watched), or a retry with backoff.
+    fn attached(&mut self, result: Result<(), BoxError>, ctx: &mut Context<Self>) {
+        match result {
             Ok(()) => {
                 self.backoff.attached(Instant::now());
                 tracing::info!("sched_ext scheduler attached");
@@ -381,25 +434,79 @@ impl Supervised for BpfLoader {
     }
 }
 
-/// Attaches the scheduler if supported and configured.
+/// Attaches the scheduler if supported and configured, and answers once the attach is done
+/// (running, or backing off with the error); the actix thread serves other messages meanwhile.
 impl Handler<StartScheduler> for BpfLoader {
-    type Result = Result<SchedulerStatus, ActorError>;
+    type Result = actix::ResponseFuture<Result<SchedulerStatus, ActorError>>;
 
     fn handle(&mut self, _msg: StartScheduler, ctx: &mut Context<Self>) -> Self::Result {
-        // The driver runs libbpf and the kernel's attach path; a panic there restarts this
-        // actor rather than unwinding through the System thread.
-        guard_with_ctx::<Self, _, _>(NAME, "StartScheduler", ctx, |ctx| {
+        let started = guard_with_ctx::<Self, _, _>(NAME, "StartScheduler", ctx, |ctx| {
+            let state = self.status().state;
+            if state == SchedulerState::Attaching {
+                return Ok(Err(self.wait_for_attach()));
+            }
             if self.driver.is_some() && !self.support.available() {
                 return Err(ActorError::SchedExtUnavailable {
                     reasons: self.support.reasons().join("; "),
                 });
             }
-            if self.driver.is_some() && self.status().state != SchedulerState::Running {
+            if self.driver.is_some() && state != SchedulerState::Running {
                 self.backoff.reset();
+                self.stop_after_attach = false;
                 self.attach(ctx);
+                return Ok(Err(self.wait_for_attach()));
             }
-            Ok(self.status())
-        })
+            Ok(Ok(self.status()))
+        });
+        match started {
+            Err(e) => Box::pin(futures::future::ready(Err(e))),
+            Ok(Ok(status)) => Box::pin(futures::future::ready(Ok(status))),
+            Ok(Err(done)) => Box::pin(async move {
+                done.await.map_err(|_| ActorError::Scheduler {
+                    operation: "attach",
+                    source: "the loader stopped before the attach finished".into(),
+                })
+            }),
+        }
+    }
+}
+
+impl BpfLoader {
+    /// A receiver answered with the status once the attach in progress is back.
+    fn wait_for_attach(&mut self) -> tokio::sync::oneshot::Receiver<SchedulerStatus> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.push(tx);
+        rx
+    }
+}
+
+/// The driver is back from the blocking pool.
+impl Handler<Attached> for BpfLoader {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attached, ctx: &mut Context<Self>) -> Self::Result {
+        self.driver = msg.driver;
+        if std::mem::take(&mut self.stop_after_attach) {
+            // Stopped while attaching: detach at once (the status already says Stopped).
+            if let Some(driver) = self.driver.as_mut().filter(|d| d.is_attached()) {
+                if let Err(e) = driver.detach() {
+                    tracing::error!(error = %e, "cannot detach the scheduler attached during shutdown");
+                }
+            }
+        } else if self.driver.is_none() {
+            let error = msg.result.err().map(|e| e.to_string());
+            tracing::error!(error = ?error, "the scheduler driver is lost; no more attaches");
+            self.update(|s| {
+                s.state = SchedulerState::Stopped;
+                s.last_error = error;
+            });
+        } else {
+            self.attached(msg.result, ctx);
+        }
+        let status = self.status();
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(status.clone());
+        }
     }
 }
 
@@ -425,6 +532,12 @@ impl Handler<StopScheduler> for BpfLoader {
                 ctx.cancel_future(watch);
             }
             let was = self.status().state;
+            if was == SchedulerState::Attaching {
+                // The driver is on the blocking pool; it is detached when it comes back.
+                self.stop_after_attach = true;
+                self.update(|s| s.state = SchedulerState::Stopped);
+                return Ok(self.status());
+            }
             if let Some(driver) = self.driver.as_mut() {
                 if driver.is_attached() {
                     driver.detach().map_err(|source| ActorError::Scheduler {

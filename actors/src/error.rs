@@ -116,8 +116,10 @@ pub enum ActorError {
         /// The tail of its standard error.
         stderr: String,
     },
-    /// A map backend could not commit or remove an enforcement, or publish groups.
-    #[error("the {backend} map backend failed to {operation}")]
+    /// A map backend could not commit or remove an enforcement, or publish groups. The
+    /// message carries the cause (the map full, a group not published, ...), since an
+    /// invocation's error is often all a caller prints.
+    #[error("the {backend} map backend failed to {operation}: {source}")]
     MapBackend {
         /// The backend (`bpf`, `cpuset`, `memory`).
         backend: &'static str,

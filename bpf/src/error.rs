@@ -96,7 +96,7 @@ pub enum Error {
     },
 
     /// The cgroup map has no room for another cgroup.
-    #[error("cgroup {cgroup}: the cgroup map is full ({capacity} cgroups)")]
+    #[error("cgroup {cgroup}: the cgroup map is full ({capacity} cgroups); remove the mappings of cgroups that are gone (`corral maps dump` lists them, `corral unmap` removes one) or keep fewer warm containers (containers.max_warm)")]
     CgroupMapFull {
         /// The cgroup that did not fit.
         cgroup: u64,

@@ -191,3 +191,108 @@ async fn function_processes_inherit_no_bpf_descriptor() {
     PinnedMaps::remove_pins(&pin_dir).unwrap();
     assert!(!parent.exists());
 }
+
+/// The cgroup map filled to its capacity: the next mapping is refused with an error that
+/// names the capacity and the fix, nothing already mapped changes, and freeing one entry makes
+/// room again. Through the runtime: an invocation that needs a new mapping fails with that
+/// error and leaks nothing (its permit comes back, its container waits unenforced in the pool,
+/// never handed out), and once room is made the next one reuses that container, enforced.
+#[tokio::test]
+async fn a_full_cgroup_map_refuses_by_name_and_room_comes_back() {
+    require_root();
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/corral-test-{}-full",
+        std::process::id()
+    ));
+    let mut c = RuntimeConfig::with_groups(groups());
+    c.monitor.enabled = false;
+    c.containers.backend = Some(ContainerBackendKind::Sim);
+    c.enforcement.backend = EnforcementKind::Bpf;
+    c.enforcement.load_scheduler = false;
+    c.enforcement.pin_dir = pin_dir.clone();
+    c.functions.push(FunctionSpec::named("first"));
+    c.functions.push(FunctionSpec::named("second"));
+    let runtime = Runtime::start(c).unwrap();
+    let maps = PinnedMaps::open(&pin_dir).unwrap();
+    let capacity = maps.cgroups().capacity() as u64;
+    // Someone else's entries fill every slot but one.
+    const BASE: u64 = 1 << 60;
+    for k in 0..capacity - 1 {
+        maps.cgroups()
+            .insert(BASE + k, 0, corral_bpf::CgroupFlags::NONE)
+            .unwrap();
+    }
+    let first = runtime.invoke("first", vec![1]).await.unwrap();
+    let err = maps
+        .cgroups()
+        .insert(BASE + capacity, 0, corral_bpf::CgroupFlags::NONE)
+        .unwrap_err();
+    assert!(
+        matches!(err, corral_bpf::Error::CgroupMapFull { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&capacity.to_string()) && text.contains("corral unmap"),
+        "{text}"
+    );
+
+    let err = runtime
+        .invoke("second", vec![2])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the cgroup map is full") && err.contains("corral unmap"),
+        "{err}"
+    );
+    // The unenforced container goes back to its pool (never handed out), then the permit.
+    let stats = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let stats = runtime.stats();
+            if stats.in_flight == 0 && stats.available_permits == stats.limit {
+                return stats;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the failed invocation's permit never came back");
+    assert_eq!(
+        (stats.live_containers, stats.warm_containers),
+        (2, 2),
+        "a container was lost: {stats:?}"
+    );
+    assert_eq!(
+        maps.cgroups()
+            .get(first.cgroup_id)
+            .unwrap()
+            .map(|e| e.group),
+        Some(first.group.0),
+        "an existing mapping changed"
+    );
+    assert_eq!(maps.cgroups().entries().unwrap().len() as u64, capacity);
+
+    maps.cgroups().remove(BASE).unwrap();
+    let second = runtime.invoke("second", vec![3]).await.unwrap();
+    assert_eq!(
+        second.start,
+        corral::StartKind::Warm,
+        "the pooled container is reused"
+    );
+    assert_eq!(
+        maps.cgroups()
+            .get(second.cgroup_id)
+            .unwrap()
+            .map(|e| e.group),
+        Some(second.group.0),
+        "enforced on its reuse"
+    );
+    runtime.shutdown().await.unwrap();
+    for k in 1..capacity - 1 {
+        maps.cgroups().remove(BASE + k).unwrap();
+    }
+    assert!(maps.cgroups().entries().unwrap().is_empty());
+    drop(maps);
+    PinnedMaps::remove_pins(&pin_dir).unwrap();
+}

@@ -195,16 +195,40 @@ async fn map_writer_panics_are_survived() {
     survive(points::ENFORCE_GROUP, 3, 400).await;
 }
 
-/// A scheduler driver whose scheduler "exits" when the test says so.
+/// A scheduler driver whose scheduler "exits" when the test says so, and whose attach can be
+/// held (as a slow load and verification would hold it) until the test lets it go.
 #[derive(Debug, Clone, Default)]
 struct FakeDriver {
     attached: Arc<AtomicBool>,
     attaches: Arc<AtomicU32>,
     exit_now: Arc<AtomicBool>,
+    /// While true, attach waits.
+    hold: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Attaches waiting on `hold` now.
+    holding: Arc<AtomicU32>,
+}
+
+impl FakeDriver {
+    fn hold_attach(&self, hold: bool) {
+        let (held, cv) = &*self.hold;
+        *held.lock().unwrap() = hold;
+        cv.notify_all();
+    }
 }
 
 impl SchedulerDriver for FakeDriver {
     fn attach(&mut self) -> Result<(), BoxError> {
+        {
+            let (held, cv) = &*self.hold;
+            let mut held = held.lock().unwrap();
+            if *held {
+                self.holding.fetch_add(1, Ordering::SeqCst);
+                while *held {
+                    held = cv.wait(held).unwrap();
+                }
+                self.holding.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.attaches.fetch_add(1, Ordering::SeqCst);
         self.attached.store(true, Ordering::SeqCst);
         Ok(())
@@ -317,8 +341,11 @@ async fn bpf_loader_restarts_scheduler_with_backoff_after_exit() {
         .await
         .expect("the loader never noticed the exit");
         delays.push(delay);
+        // The attach runs on the blocking pool; the status says Running once it is back.
         tokio::time::timeout(Duration::from_secs(5), async {
-            while driver.attaches.load(Ordering::SeqCst) < round + 1 {
+            while driver.attaches.load(Ordering::SeqCst) < round + 1
+                || runtime.stats().scheduler.state != SchedulerState::Running
+            {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
@@ -337,5 +364,51 @@ async fn bpf_loader_restarts_scheduler_with_backoff_after_exit() {
             Duration::from_millis(40)
         ]
     );
+    runtime.shutdown().await.unwrap();
+}
+
+/// Loading the scheduler does not stall invocations: the scheduler exits, and while its
+/// reattach is held (as a slow load and verification would hold it), 50 invocations complete
+/// and the status says `Attaching`; once the attach is let go the status is `Running` again.
+/// Were the attach on the actix thread, the invocations could not complete (the test would
+/// time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_keep_flowing_while_the_scheduler_is_being_loaded() {
+    let driver = FakeDriver::default();
+    let runtime = loader_runtime(driver.clone(), Arc::new(Failpoints::new()));
+    assert_eq!(runtime.stats().scheduler.state, SchedulerState::Running);
+    driver.hold_attach(true);
+    driver.exit_now.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while driver.holding.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the loader never started the reattach");
+    assert_eq!(runtime.stats().scheduler.state, SchedulerState::Attaching);
+    let calls = async {
+        for i in 0..50u8 {
+            runtime.invoke("f", vec![i]).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), calls)
+        .await
+        .expect("invocations stalled behind the scheduler's load");
+    assert_eq!(
+        driver.holding.load(Ordering::SeqCst),
+        1,
+        "the attach was let go early"
+    );
+    driver.hold_attach(false);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while runtime.stats().scheduler.state != SchedulerState::Running {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the scheduler never came back");
+    let status = runtime.scheduler_status().await.unwrap();
+    assert_eq!((status.attaches, status.exits), (2, 1));
     runtime.shutdown().await.unwrap();
 }
