@@ -589,4 +589,81 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A TOML value of any shape the configuration might meet: integers from 0 to i64::MAX
+    /// and negative, floats, booleans, strings with control characters and path separators,
+    /// CPU lists, arrays.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            prop_oneof![Just(0i64), Just(1), Just(i64::MAX), Just(65_537), Just(-1)]
+                .prop_map(|v| v.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "[ -~\\n\\t/.]{0,40}".prop_map(|s| toml::Value::String(s).to_string()),
+            "[0-9,\\-]{0,24}".prop_map(|s| toml::Value::String(s).to_string()),
+            Just("[]".to_string()),
+            Just("[\"/bin/true\"]".to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// No text makes the parser panic: any string is refused or parsed.
+        #[test]
+        fn no_text_makes_the_parser_panic(text in "\\PC{0,300}") {
+            let _ = RuntimeConfig::from_toml_str(&text);
+        }
+
+        /// No configuration made of real keys with arbitrary values makes parsing or
+        /// validation panic or hang: each answers a configuration or an error, quickly.
+        #[test]
+        fn no_configuration_makes_validation_panic_or_hang(
+            entries in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        ("groups", "name"), ("groups", "cpus"), ("groups", "slice_us"),
+                        ("groups", "order"), ("groups", "exclusive"), ("host", "cpus"),
+                        ("host", "slice_us"), ("limiter", "initial"), ("limiter", "min"),
+                        ("limiter", "max"), ("limiter", "queue_timeout_ms"),
+                        ("monitor", "period_ms"), ("monitor", "step"),
+                        ("monitor", "shrink_above"), ("monitor", "grow_below"),
+                        ("placement", "policy"), ("placement", "load_factor"),
+                        ("placement", "virtual_nodes"), ("containers", "backend"),
+                        ("containers", "keep_alive_ms"), ("containers", "max_warm"),
+                        ("containers", "cgroup_parent"), ("enforcement", "backend"),
+                        ("enforcement", "pin_dir"), ("enforcement", "cpuset_prefix"),
+                        ("functions", "name"), ("functions", "command"),
+                        ("functions", "simulated_run_us"),
+                    ]),
+                    value(),
+                ),
+                0..12,
+            )
+        ) {
+            let mut sections: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+            for ((section, key), v) in &entries {
+                sections.entry(section).or_default().push(format!("{key} = {v}"));
+            }
+            let mut text = String::from("[[groups]]\nname = \"a\"\ncpus = \"0\"\n");
+            for (section, lines) in sections {
+                let header = if matches!(section, "groups" | "functions") {
+                    format!("[[{section}]]")
+                } else {
+                    format!("[{section}]")
+                };
+                text.push_str(&format!("{header}\n{}\n", lines.join("\n")));
+            }
+            let start = std::time::Instant::now();
+            if let Ok(c) = RuntimeConfig::from_toml_str(&text) {
+                let _ = c.validate_against(&[0, 1, 2, 3]);
+            }
+            proptest::prop_assert!(
+                start.elapsed() < std::time::Duration::from_secs(1),
+                "took {:?} on:\n{}", start.elapsed(), text
+            );
+        }
+    }
 }
