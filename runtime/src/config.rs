@@ -251,6 +251,23 @@ pub struct EnforcementConfig {
     /// `cpuset`: the directory under the v1 root holding corral's cpusets.
     #[serde(default = "default_cpuset_prefix")]
     pub cpuset_prefix: String,
+    /// `bpf` with `load_scheduler`: what an invocation does while the scheduler is not running
+    /// (attaching, or backing off after an exit).
+    #[serde(default)]
+    pub when_detached: DetachedPolicy,
+}
+
+/// What an invocation does while the runtime's scheduler is not running
+/// (`enforcement.when_detached`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetachedPolicy {
+    /// Run it unenforced (its cgroup is still mapped, but nothing places its tasks until the
+    /// scheduler is back), and count it in `StatsSnapshot::invocations_unenforced`.
+    #[default]
+    Run,
+    /// Refuse it with `RuntimeError::SchedulerDetached`, so that nothing runs unplaced.
+    Fail,
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -275,6 +292,7 @@ impl Default for EnforcementConfig {
             load_scheduler: true,
             cpuset_v1_root: default_v1_root(),
             cpuset_prefix: default_cpuset_prefix(),
+            when_detached: DetachedPolicy::Run,
         }
     }
 }

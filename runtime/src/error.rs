@@ -32,6 +32,16 @@ pub enum RuntimeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The scheduler is not running and `enforcement.when_detached = "fail"` refuses
+    /// invocations meanwhile.
+    #[error(
+        "the sched_ext scheduler is not running ({state}); enforcement.when_detached = \"fail\" \
+         refuses invocations until it is back (\"run\" runs them unenforced)"
+    )]
+    SchedulerDetached {
+        /// The scheduler's state, as the loader reports it.
+        state: String,
+    },
     /// The runtime has shut down (or its System thread died); it accepts nothing more.
     #[error("the runtime has shut down")]
     Stopped,

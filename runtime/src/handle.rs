@@ -193,6 +193,7 @@ impl RuntimeHandle {
                 .collect(),
             invocations_completed: s.completed.load(Ordering::Relaxed),
             invocations_failed: s.failed.load(Ordering::Relaxed),
+            invocations_unenforced: s.unenforced.load(Ordering::Relaxed),
             queue_timeouts: t.queue_timeouts.load(Ordering::Relaxed),
             cold_starts: t.cold_starts.load(Ordering::Relaxed),
             warm_starts: t.warm_starts.load(Ordering::Relaxed),

@@ -25,8 +25,10 @@ use corral_actors::messages::{
 };
 use corral_actors::ActorError;
 
+use crate::config::DetachedPolicy;
 use crate::error::RuntimeError;
 use crate::runtime::Shared;
+use corral_actors::bpf_loader::SchedulerState;
 
 /// Where the time of one invocation went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +107,26 @@ async fn run_inner(
 ) -> Result<InvocationResult, RuntimeError> {
     if shared.functions.get(&function).is_none() {
         return Err(ActorError::UnknownFunction { function }.into());
+    }
+    if let Some(policy) = shared.when_detached {
+        let state = shared
+            .scheduler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state
+            .clone();
+        if state != SchedulerState::Running {
+            match policy {
+                DetachedPolicy::Fail => {
+                    return Err(RuntimeError::SchedulerDetached {
+                        state: format!("{state:?}"),
+                    })
+                }
+                DetachedPolicy::Run => {
+                    shared.unenforced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
     let lease = shared
         .tracker

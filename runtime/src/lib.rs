@@ -38,8 +38,8 @@ pub mod stats;
 
 pub use bpf_enforcement::BpfMapBackend;
 pub use config::{
-    ContainerBackendKind, ContainersConfig, EnforcementConfig, EnforcementKind, RuntimeConfig,
-    SchedulerMode,
+    ContainerBackendKind, ContainersConfig, DetachedPolicy, EnforcementConfig, EnforcementKind,
+    RuntimeConfig, SchedulerMode,
 };
 pub use corral_actors::config::{
     FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,

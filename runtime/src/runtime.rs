@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) actix_thread: ThreadId,
+    /// `Some` when this runtime runs the scheduler: what invocations do while it is down.
+    pub(crate) when_detached: Option<crate::config::DetachedPolicy>,
+    /// Invocations that started while the scheduler was down and ran anyway.
+    pub(crate) unenforced: AtomicU64,
 }
 
 /// The entry point.
@@ -453,6 +457,8 @@ async fn setup(
         completed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         actix_thread: std::thread::current().id(),
+        when_detached: load_scheduler.then_some(config.enforcement.when_detached),
+        unenforced: AtomicU64::new(0),
     }))
 }
 

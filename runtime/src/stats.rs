@@ -47,6 +47,9 @@ pub struct StatsSnapshot {
     pub invocations_completed: u64,
     /// Invocations that failed.
     pub invocations_failed: u64,
+    /// Invocations that started while the runtime's scheduler was not running and ran
+    /// unenforced (`enforcement.when_detached = "run"`).
+    pub invocations_unenforced: u64,
     /// Lease requests that timed out.
     pub queue_timeouts: u64,
     /// Cold starts.

@@ -412,3 +412,80 @@ async fn invocations_keep_flowing_while_the_scheduler_is_being_loaded() {
     assert_eq!((status.attaches, status.exits), (2, 1));
     runtime.shutdown().await.unwrap();
 }
+
+/// While the scheduler is down (its reattach held), `enforcement.when_detached` decides:
+/// `"run"` (the default) runs invocations and counts them as unenforced; `"fail"` refuses them
+/// with an error that names the state and the key. Once the scheduler is back, both run
+/// normally and the count stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_detached_runs_and_counts_or_refuses() {
+    for policy in [corral::DetachedPolicy::Run, corral::DetachedPolicy::Fail] {
+        let driver = FakeDriver::default();
+        let mut c = config();
+        c.enforcement.backend = EnforcementKind::Auto;
+        c.enforcement.when_detached = policy;
+        let runtime = Runtime::builder(c)
+            .memory_maps(MemoryMaps::new())
+            .sched_ext_support(SchedExtSupport {
+                kernel: true,
+                btf: true,
+                privileged: true,
+            })
+            .scheduler_driver(Box::new(driver.clone()))
+            .loader_timing(LoaderTiming {
+                watch_period: Duration::from_millis(2),
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(40),
+                stable_after: Duration::from_secs(60),
+            })
+            .start()
+            .unwrap();
+        runtime.invoke("f", vec![]).await.unwrap();
+        assert_eq!(runtime.stats().invocations_unenforced, 0);
+        driver.hold_attach(true);
+        driver.exit_now.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while driver.holding.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the loader never started the reattach");
+        let down = runtime.invoke("f", vec![7]).await;
+        match policy {
+            corral::DetachedPolicy::Run => {
+                assert_eq!(down.unwrap().output, vec![7]);
+                assert_eq!(runtime.stats().invocations_unenforced, 1);
+            }
+            corral::DetachedPolicy::Fail => {
+                let err = down.unwrap_err();
+                assert!(
+                    matches!(err, corral::RuntimeError::SchedulerDetached { .. }),
+                    "{err:?}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.contains("Attaching") && text.contains("when_detached"),
+                    "{text}"
+                );
+                assert_eq!(runtime.stats().invocations_unenforced, 0);
+            }
+        }
+        driver.hold_attach(false);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while runtime.stats().scheduler.state != SchedulerState::Running {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the scheduler never came back");
+        runtime.invoke("f", vec![]).await.unwrap();
+        let stats = runtime.stats();
+        assert_eq!(
+            stats.invocations_unenforced,
+            u64::from(policy == corral::DetachedPolicy::Run)
+        );
+        assert_eq!((stats.in_flight, stats.available_permits), (0, stats.limit));
+        runtime.shutdown().await.unwrap();
+    }
+}

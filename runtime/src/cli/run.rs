@@ -324,7 +324,7 @@ async fn drive(
         config: config.path.display().to_string(),
         enforcement_backend: stats.enforcement_backend.to_string(),
         sched_ext_unavailable: stats.sched_ext_unavailable.clone(),
-        scheduler: describe_scheduler(&stats.scheduler),
+        scheduler: describe_scheduler(&stats.scheduler, stats.invocations_unenforced),
         scheduler_warning: scheduler_warning(&stats),
         wall_s: wall.as_secs_f64(),
         max_in_flight: stats.max_in_flight,
@@ -424,7 +424,7 @@ const SAMPLE_PERIOD: Duration = Duration::from_millis(25);
 /// The host group's key among the statistics read before and after the load.
 const HOST_ROW: u32 = u32::MAX;
 
-fn describe_scheduler(s: &corral_actors::bpf_loader::SchedulerStatus) -> String {
+fn describe_scheduler(s: &corral_actors::bpf_loader::SchedulerStatus, unenforced: u64) -> String {
     use corral_actors::bpf_loader::SchedulerState;
     if matches!(
         s.state,
@@ -441,6 +441,11 @@ fn describe_scheduler(s: &corral_actors::bpf_loader::SchedulerStatus) -> String 
     }
     if let Some(err) = &s.last_error {
         text.push_str(&format!("; last attach error: {err}"));
+    }
+    if unenforced > 0 {
+        text.push_str(&format!(
+            "; {unenforced} invocation(s) started while it was down and ran unenforced"
+        ));
     }
     text
 }
