@@ -223,3 +223,90 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
         PinnedMaps::remove_pins(&pin_dir).unwrap();
     });
 }
+
+/// The scheduler is forced out (sysrq-S, as an operator or the kernel's own checks would)
+/// while eight CPU-bound invocations run: every one of them completes (their tasks fall back
+/// to the fair class meanwhile), the loader notices the exit (it polls every 200 ms) and
+/// reattaches after its first backoff (250 ms) and a fresh load (1.8 s of guest time under TCG,
+/// most of it the verifier; the bound asserted is 5 s), the pinned maps keep every enforcement
+/// across the exit, and placement resumes: the invocations after the reattach run only on their
+/// group's CPU, with no violation counted.
+#[test]
+fn runtime_reattaches_after_the_scheduler_is_forced_out_and_keeps_placing() {
+    require_guest();
+    let _no_scheduler = crate::sched::without_shared_scheduler();
+    let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-forced");
+    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-forced");
+    let mut c = two_group_config(&parent);
+    c.enforcement.backend = EnforcementKind::Bpf;
+    c.enforcement.pin_dir = pin_dir.clone();
+    c.enforcement.load_scheduler = true;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runtime = Runtime::start(c).expect("start the runtime");
+        for call in invoke_alternately(&runtime, 4) {
+            assert_ran_in_group(&call.await.unwrap().expect("invocation"), "0");
+        }
+        let maps = PinnedMaps::open(&pin_dir).unwrap();
+
+        let calls = invoke_alternately(&runtime, 8);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let forced = Instant::now();
+        std::fs::write("/proc/sysrq-trigger", "S").expect("sysrq-S");
+        let reattached = loop {
+            let s = runtime.stats().scheduler;
+            if s.exits >= 1 && s.state == SchedulerState::Running {
+                break forced.elapsed();
+            }
+            assert!(
+                forced.elapsed() < Duration::from_secs(10),
+                "no reattach 10 s after the scheduler was forced out: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let status = runtime.scheduler_status().await.unwrap();
+        println!(
+            "forced out: reattached after {reattached:?}; last exit: {:?}",
+            status.last_exit
+        );
+        assert_eq!(status.exits, 1, "{status:?}");
+        assert!(
+            reattached < Duration::from_secs(5),
+            "reattached only after {reattached:?}"
+        );
+        for call in calls {
+            call.await
+                .unwrap()
+                .expect("an invocation in flight during the exit");
+        }
+        assert_eq!(
+            maps.cgroups().entries().unwrap().len(),
+            runtime.stats().live_containers,
+            "the pinned maps lost an enforcement across the exit"
+        );
+
+        for g in [0, 1] {
+            maps.stats().reset(g).unwrap();
+        }
+        for call in invoke_alternately(&runtime, 8) {
+            assert_ran_in_group(&call.await.unwrap().expect("invocation"), "0");
+        }
+        for g in [0, 1] {
+            let s = maps.stats().read(g).unwrap();
+            assert!(
+                s.runs > 0,
+                "group {g} recorded no runs after the reattach: {s:?}"
+            );
+            assert_eq!(s.violations, 0, "group {g}: {s:?}");
+        }
+        runtime.shutdown().await.expect("shutdown");
+        assert!(maps.cgroups().entries().unwrap().is_empty());
+        drop(maps);
+        PinnedMaps::remove_pins(&pin_dir).unwrap();
+    });
+}
