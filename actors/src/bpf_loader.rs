@@ -16,7 +16,7 @@
 //! TCG), so the driver's `attach` runs on tokio's blocking pool, never on the actix thread that
 //! every actor shares: invocations keep flowing while the scheduler loads, at start and when it
 //! is reattached after an exit. The driver travels to the blocking pool and comes back with
-//! the [`Attached`] message, sent to the loader's address (which outlives a restart of the
+//! the `Attached` message, sent to the loader's address (which outlives a restart of the
 //! actor), so a panic elsewhere in the loader meanwhile loses neither.
 
 use std::fmt;

@@ -5,7 +5,7 @@
     non_snake_case,
     dead_code
 )]
-#![allow(missing_debug_implementations)]
+#![allow(missing_debug_implementations, missing_docs)]
 // Generated code: not ours to lint.
 #![allow(clippy::all)]
 include!(concat!(env!("OUT_DIR"), "/bpf_intf.rs"));

@@ -351,7 +351,20 @@ impl RuntimeConfig {
         }
     }
 
-    /// Parses TOML.
+    /// Parses TOML. Syntax and type errors name the key path; [`RuntimeConfig::validate`]
+    /// then checks the values (groups against the online CPUs).
+    ///
+    /// ```
+    /// use corral::RuntimeConfig;
+    /// let config = RuntimeConfig::from_toml_str(
+    ///     "[[groups]]\nname = \"latency\"\ncpus = \"0\"\n[limiter]\nmax = 4\n",
+    /// )
+    /// .unwrap();
+    /// assert_eq!(config.limiter.initial, 4);
+    /// assert!(config.validate().is_ok());
+    /// let err = RuntimeConfig::from_toml_str("[[groups]]\nname = \"a\"\ncpus = 5\n").unwrap_err();
+    /// assert!(err.to_string().contains("groups[0].cpus"));
+    /// ```
     pub fn from_toml_str(text: &str) -> Result<Self, RuntimeError> {
         serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
             let key = e.path().to_string();

@@ -128,6 +128,30 @@ impl RuntimeHandle {
     }
 
     /// Registers a function so it can be invoked.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use corral::{FunctionSpec, Runtime, RuntimeConfig};
+    /// let config = RuntimeConfig::from_toml_str(r#"
+    ///     [[groups]]
+    ///     name = "all"
+    ///     cpus = "0"
+    ///     [containers]
+    ///     backend = "sim"      # no processes: an invocation answers its payload
+    ///     [enforcement]
+    ///     backend = "memory"   # in-memory maps: runs anywhere, places nothing
+    ///     [[functions]]
+    ///     name = "echo"
+    /// "#)?;
+    /// let runtime = Runtime::start(config)?;
+    /// let rt = tokio::runtime::Runtime::new()?;
+    /// rt.block_on(runtime.register(FunctionSpec::named("resize")))?;
+    /// let result = rt.block_on(runtime.invoke("resize", b"img".to_vec()))?;
+    /// assert_eq!(result.function, "resize");
+    /// rt.block_on(runtime.shutdown())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register(&self, spec: FunctionSpec) -> Result<(), RuntimeError> {
         self.check_running()?;
         let containers = self.inner.shared.containers.clone();
@@ -139,6 +163,34 @@ impl RuntimeHandle {
 
     /// Invokes `function` with `payload`: lease, container, enforcement, run, release. The work
     /// continues to completion on the actix thread even if the caller stops awaiting.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use corral::{FunctionSpec, Runtime, RuntimeConfig};
+    /// let config = RuntimeConfig::from_toml_str(r#"
+    ///     [[groups]]
+    ///     name = "all"
+    ///     cpus = "0"
+    ///     [containers]
+    ///     backend = "sim"      # no processes: an invocation answers its payload
+    ///     [enforcement]
+    ///     backend = "memory"   # in-memory maps: runs anywhere, places nothing
+    ///     [[functions]]
+    ///     name = "echo"
+    /// "#)?;
+    /// let runtime = Runtime::start(config)?;
+    /// let rt = tokio::runtime::Runtime::new()?;
+    /// let first = rt.block_on(runtime.invoke("echo", b"hello".to_vec()))?;
+    /// assert_eq!(first.output, b"hello");
+    /// assert_eq!(first.start, corral::StartKind::Cold);
+    /// // The container stayed warm for the next one.
+    /// let second = rt.block_on(runtime.invoke("echo", b"again".to_vec()))?;
+    /// assert_eq!(second.start, corral::StartKind::Warm);
+    /// assert_eq!(second.container, first.container);
+    /// rt.block_on(runtime.shutdown())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn invoke(
         &self,
         function: &str,
@@ -264,6 +316,31 @@ impl RuntimeHandle {
     /// Shuts down gracefully: refuses new invocations, waits for those in progress to finish,
     /// destroys every container, removes every enforcement, detaches the scheduler, and stops
     /// the actix System. Only the first call does the work; later calls fail with `Stopped`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use corral::{FunctionSpec, Runtime, RuntimeConfig};
+    /// let config = RuntimeConfig::from_toml_str(r#"
+    ///     [[groups]]
+    ///     name = "all"
+    ///     cpus = "0"
+    ///     [containers]
+    ///     backend = "sim"      # no processes: an invocation answers its payload
+    ///     [enforcement]
+    ///     backend = "memory"   # in-memory maps: runs anywhere, places nothing
+    ///     [[functions]]
+    ///     name = "echo"
+    /// "#)?;
+    /// let runtime = Runtime::start(config)?;
+    /// let rt = tokio::runtime::Runtime::new()?;
+    /// rt.block_on(runtime.invoke("echo", vec![]))?;
+    /// let report = rt.block_on(runtime.shutdown())?;
+    /// assert_eq!(report.leases_held, 0);
+    /// assert_eq!(report.permits_available, report.limit);
+    /// assert!(rt.block_on(runtime.invoke("echo", vec![])).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(&self) -> Result<ShutdownReport, RuntimeError> {
         if self
             .inner

@@ -9,8 +9,11 @@
 //!     [[groups]]
 //!     name = "all"
 //!     cpus = "0"
+//!     [containers]
+//!     backend = "local"    # a cgroup v2 directory per container, a process per invocation
 //!     [[functions]]
 //!     name = "echo"
+//!     command = ["/bin/cat"]
 //! "#)?;
 //! let runtime = Runtime::start(config)?;
 //! let result = runtime.invoke("echo", b"hello".to_vec()).await?;

@@ -65,7 +65,30 @@ pub(crate) struct Shared {
 pub struct Runtime;
 
 impl Runtime {
-    /// Starts the runtime with `config`.
+    /// Starts the runtime with `config`: validates it, opens the backends, starts the actors on
+    /// their System thread, publishes the groups and registers the configured functions. The
+    /// handle works from any thread and any tokio runtime.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use corral::{FunctionSpec, Runtime, RuntimeConfig};
+    /// let config = RuntimeConfig::from_toml_str(r#"
+    ///     [[groups]]
+    ///     name = "all"
+    ///     cpus = "0"
+    ///     [containers]
+    ///     backend = "sim"      # no processes: an invocation answers its payload
+    ///     [enforcement]
+    ///     backend = "memory"   # in-memory maps: runs anywhere, places nothing
+    ///     [[functions]]
+    ///     name = "echo"
+    /// "#)?;
+    /// let runtime = Runtime::start(config)?;
+    /// assert_eq!(runtime.stats().limit, 8);
+    /// tokio::runtime::Runtime::new()?.block_on(runtime.shutdown())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start(config: RuntimeConfig) -> Result<RuntimeHandle, RuntimeError> {
         Runtime::builder(config).start()
     }

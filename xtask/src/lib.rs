@@ -9,7 +9,7 @@
 //! - [`vm`]: boots the guest under qemu TCG, streams its console and decides the outcome.
 //! - [`cargo`]: builds workspace binaries and test binaries and reports their paths.
 //! - [`plan`]: the steps of each task, in order (setup before any build or boot).
-//! - [`bench`]: benchmarks run in the guest (`cargo xtask bench`), their peers and report.
+//! - [`bench`](mod@bench): benchmarks run in the guest (`cargo xtask bench`), their peers and report.
 
 pub mod bench;
 pub mod cargo;
