@@ -334,9 +334,8 @@ async fn drive(
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.workload == i).collect();
         let ok: Vec<&InvocationResult> =
             mine.iter().filter_map(|o| o.result.as_ref().ok()).collect();
-        let pick = |f: &dyn Fn(&InvocationResult) -> Duration| {
-            Percentiles::of(&mut ok.iter().map(|r| f(r)).collect::<Vec<_>>())
-        };
+        let pick =
+            |f: &dyn Fn(&InvocationResult) -> Duration| Percentiles::of(ok.iter().map(|r| f(r)));
         let mut errors = BTreeSet::new();
         for o in &mine {
             if let Err(e) = &o.result {
@@ -368,24 +367,14 @@ async fn drive(
             .filter(|r| r.group == g.id)
             .collect();
         let part = |f: &dyn Fn(&corral::invocation::EnforcementParts) -> Duration| {
-            Percentiles::of(
-                &mut mine
-                    .iter()
-                    .map(|r| f(&r.timings.enforcement_parts))
-                    .collect::<Vec<_>>(),
-            )
+            Percentiles::of(mine.iter().map(|r| f(&r.timings.enforcement_parts)))
         };
         let mut group = GroupReport {
             id: g.id.0,
             name: g.name.clone(),
             cpus: g.cpu_list(),
             invocations: mine.len() as u64,
-            enforcement: Percentiles::of(
-                &mut mine
-                    .iter()
-                    .map(|r| r.timings.enforcement)
-                    .collect::<Vec<_>>(),
-            ),
+            enforcement: Percentiles::of(mine.iter().map(|r| r.timings.enforcement)),
             enforcement_mailbox_wait: part(&|p| p.mailbox_wait),
             enforcement_update: part(&|p| p.update),
             enforcement_sweep: part(&|p| p.sweep),
@@ -504,6 +493,12 @@ impl LoadCtx {
     }
 
     fn record(&self, result: Result<InvocationResult, String>) {
+        // The report needs the timings, not the answer: a function that answers 100 MB would
+        // otherwise keep 100 MB per invocation until the end of the run.
+        let result = result.map(|mut r| {
+            r.output = Vec::new();
+            r
+        });
         match &result {
             Ok(r) => {
                 self.counters.ok.fetch_add(1, Ordering::Relaxed);
