@@ -257,18 +257,19 @@ impl ContainerManager {
                 );
             }
         }
-        let (backend, ledger, writer, telemetry) = (
+        let (backend, ledger, writer, telemetry, failpoints) = (
             Arc::clone(&self.backend),
             Arc::clone(&self.ledger),
             self.map_writer.clone(),
             Arc::clone(&self.telemetry),
+            Arc::clone(&self.failpoints),
         );
         Box::pin(async move {
             let _alive = token;
             let mut destroyed = 0;
             let mut first_error = None;
             for info in victims {
-                let result = destroy_one(&backend, &writer, &info).await;
+                let result = destroy_one(&backend, &writer, &info, &failpoints).await;
                 lock(&ledger).remove(&info.id);
                 publish_live(&telemetry, &ledger);
                 match result {
@@ -299,6 +300,7 @@ async fn destroy_one(
     backend: &Arc<dyn ContainerBackend>,
     writer: &Addr<MapWriter>,
     info: &ContainerInfo,
+    failpoints: &Failpoints,
 ) -> Result<(), ActorError> {
     writer
         .send(RemoveEnforcement {
@@ -306,6 +308,7 @@ async fn destroy_one(
         })
         .await
         .map_err(ActorError::mailbox("map writer", "RemoveEnforcement"))??;
+    failpoints.hit(points::DESTROY_ASYNC);
     let (backend, info) = (Arc::clone(backend), info.clone());
     tokio::task::spawn_blocking(move || backend.destroy(&info))
         .await
@@ -393,11 +396,12 @@ impl Handler<AcquireContainer> for ContainerManager {
             }
             Ok((spec, group, warm.map(|i| i.info), token))
         });
-        let (backend, ledger, writer, telemetry) = (
+        let (backend, ledger, writer, telemetry, failpoints) = (
             Arc::clone(&self.backend),
             Arc::clone(&self.ledger),
             self.map_writer.clone(),
             Arc::clone(&self.telemetry),
+            Arc::clone(&self.failpoints),
         );
         Box::pin(async move {
             let (spec, group, warm, token) = prepared?;
@@ -418,6 +422,7 @@ impl Handler<AcquireContainer> for ContainerManager {
                     );
                     telemetry.cold_starts.fetch_add(1, Ordering::Relaxed);
                     publish_live(&telemetry, &ledger);
+                    failpoints.hit(points::ACQUIRE_CONTAINER_ASYNC);
                     (info, StartKind::Cold, t.elapsed())
                 }
             };

@@ -100,6 +100,12 @@ pub mod points {
     pub const ENFORCE_GROUP: &str = "map_writer.enforce_group";
     /// `BpfLoader` handling `GetSchedulerStatus`.
     pub const GET_SCHEDULER_STATUS: &str = "bpf_loader.get_scheduler_status";
+    /// Inside `AcquireContainer`'s async body, between two steps of a mutation: a cold
+    /// container exists in the backend and is in the ledger, its enforcement not yet sent.
+    pub const ACQUIRE_CONTAINER_ASYNC: &str = "container_manager.acquire_container.async";
+    /// Inside a destroy's async body, between its two steps: the enforcement is removed, the
+    /// container not yet destroyed.
+    pub const DESTROY_ASYNC: &str = "container_manager.destroy.async";
 }
 
 impl Failpoints {

@@ -489,3 +489,110 @@ async fn when_detached_runs_and_counts_or_refuses() {
         runtime.shutdown().await.unwrap();
     }
 }
+
+/// Panics inside async bodies, between two steps of a mutation, 100 in one run: 50 in
+/// `AcquireContainer`'s body after a cold container was created and entered in the ledger but
+/// before its enforcement was sent, and 50 in a destroy's body after the enforcement was
+/// removed but before the container was destroyed (`max_warm = 1`, so releases destroy). Such a
+/// panic ends that future only (the actor keeps running; the caller gets an error): every
+/// invocation completes or fails with an error, none hangs, the orphaned containers are adopted
+/// back into their pools, and afterwards no permit, lease, container or map entry is left and
+/// the writer's mirror equals the maps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_inside_async_bodies_are_survived() {
+    let failpoints = Arc::new(Failpoints::new());
+    failpoints.arm(points::ACQUIRE_CONTAINER_ASYNC, 3, FIRES);
+    failpoints.arm(points::DESTROY_ASYNC, 2, FIRES);
+    let maps = MemoryMaps::new();
+    let sim = Arc::new(SimBackend::new(Duration::from_micros(100)));
+    let mut c = config();
+    c.containers.max_warm = 1;
+    c.containers.reap_period_ms = 20;
+    let runtime = Runtime::builder(c)
+        .memory_maps(maps.clone())
+        .container_backend(sim.clone())
+        .failpoints(failpoints.clone())
+        .start()
+        .unwrap();
+    let functions = ["f", "g", "h"];
+    let (mut ok, mut failed) = (0, 0);
+    let mut round = 0;
+    while failpoints.fired(points::ACQUIRE_CONTAINER_ASYNC) < FIRES
+        || failpoints.fired(points::DESTROY_ASYNC) < FIRES
+    {
+        round += 1;
+        assert!(round < 200, "the failpoints fired too rarely");
+        let batch: Vec<_> = (0..16)
+            .map(|i| {
+                let rt = runtime.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(
+                        Duration::from_secs(20),
+                        rt.invoke(functions[i % 3], vec![i as u8]),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for call in batch {
+            match call.await.unwrap() {
+                Err(_) => panic!("an invocation hung after a panic in an async body"),
+                Ok(Ok(_)) => ok += 1,
+                Ok(Err(RuntimeError::Control { source })) => {
+                    assert!(
+                        matches!(
+                            source,
+                            ActorError::HandlerPanicked { .. }
+                                | ActorError::ActorUnavailable { .. }
+                        ),
+                        "unexpected error: {source}"
+                    );
+                    failed += 1;
+                }
+                Ok(Err(e)) => panic!("unexpected error: {e}"),
+            }
+        }
+    }
+    assert_eq!(failpoints.fired(points::ACQUIRE_CONTAINER_ASYNC), FIRES);
+    assert_eq!(failpoints.fired(points::DESTROY_ASYNC), FIRES);
+    assert!(
+        ok > 0 && failed >= FIRES as usize,
+        "ok {ok}, failed {failed}"
+    );
+
+    for f in functions {
+        runtime
+            .invoke(f, b"after".to_vec())
+            .await
+            .expect("serving again");
+    }
+    // The reap adopts what the panics orphaned.
+    let pool = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let pool = runtime.pool().await.unwrap();
+            if pool.in_use == 0 && pool.warm.values().sum::<usize>() == sim.len() {
+                return pool;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("an orphaned container was never adopted back");
+    let stats = runtime.stats();
+    assert_eq!(
+        (stats.in_flight, stats.available_permits),
+        (0, stats.limit),
+        "{pool:?}"
+    );
+    let mirror: Vec<_> = runtime.enforcements().await.unwrap();
+    assert_eq!(mirror, maps.entries().into_iter().collect::<Vec<_>>());
+    let report = runtime.shutdown().await.unwrap();
+    assert_eq!(report.leases_held, 0);
+    assert_eq!(report.permits_available, report.limit);
+    assert!(sim.is_empty(), "containers left: {}", sim.len());
+    assert!(
+        maps.entries().is_empty(),
+        "map entries left: {:?}",
+        maps.entries()
+    );
+}
