@@ -41,12 +41,36 @@ fn config(limit: usize) -> RuntimeConfig {
     c
 }
 
-/// Wraps the sim backend and records how many invocations run at once.
+/// Wraps the sim backend: records how many invocations run at once, and holds each destroy
+/// while its gate is closed (a backend whose teardown takes long: a cgroup waiting for its
+/// killed processes, a container runtime's call).
 #[derive(Debug)]
 struct ConcurrencyProbe {
     inner: SimBackend,
     now: Arc<AtomicUsize>,
     max: Arc<AtomicUsize>,
+    /// Closed (false) holds destroys; open by default.
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Destroys that reached the gate.
+    destroying: Arc<AtomicUsize>,
+}
+
+impl ConcurrencyProbe {
+    fn new(cold_start: Duration) -> Self {
+        ConcurrencyProbe {
+            inner: SimBackend::new(cold_start),
+            now: Arc::new(AtomicUsize::new(0)),
+            max: Arc::new(AtomicUsize::new(0)),
+            gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+            destroying: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn set_gate(&self, open: bool) {
+        let (state, cv) = &*self.gate;
+        *state.lock().unwrap() = open;
+        cv.notify_all();
+    }
 }
 
 impl ContainerBackend for ConcurrencyProbe {
@@ -60,6 +84,13 @@ impl ContainerBackend for ConcurrencyProbe {
         self.inner.create(spec)
     }
     fn destroy(&self, c: &ContainerInfo) -> Result<(), ActorError> {
+        self.destroying.fetch_add(1, Ordering::SeqCst);
+        let (open, cv) = &*self.gate;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        drop(open);
         self.inner.destroy(c)
     }
     fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
@@ -91,11 +122,7 @@ impl ContainerBackend for ConcurrencyProbe {
 /// in the container backend, outside the limiter it checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_four_admits_exactly_four_of_two_hundred() {
-    let probe = Arc::new(ConcurrencyProbe {
-        inner: SimBackend::new(Duration::from_micros(200)),
-        now: Arc::new(AtomicUsize::new(0)),
-        max: Arc::new(AtomicUsize::new(0)),
-    });
+    let probe = Arc::new(ConcurrencyProbe::new(Duration::from_micros(200)));
     let mut c = config(4);
     let mut f = FunctionSpec::named("work");
     f.simulated_run_us = 2_000;
@@ -139,11 +166,7 @@ async fn limit_four_admits_exactly_four_of_two_hundred() {
 async fn twenty_thousand_invocations_from_64_callers_keep_the_limit_and_leak_nothing() {
     const TOTAL: usize = 20_000;
     const CALLERS: usize = 64;
-    let probe = Arc::new(ConcurrencyProbe {
-        inner: SimBackend::new(Duration::ZERO),
-        now: Arc::new(AtomicUsize::new(0)),
-        max: Arc::new(AtomicUsize::new(0)),
-    });
+    let probe = Arc::new(ConcurrencyProbe::new(Duration::ZERO));
     let mut c = config(8);
     for name in ["a", "b", "c"] {
         let mut f = FunctionSpec::named(name);
@@ -567,61 +590,13 @@ fn runtime_handle_is_clone_send_sync() {
     assert_shareable::<corral::RuntimeHandle>();
 }
 
-/// The sim backend, with a destroy that blocks until the test opens a gate: a container
-/// backend whose teardown takes long (a cgroup waiting for its killed processes, a container
-/// runtime's call).
-#[derive(Debug)]
-struct GatedDestroy {
-    inner: SimBackend,
-    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
-    waiting: Arc<AtomicUsize>,
-}
-
-impl ContainerBackend for GatedDestroy {
-    fn name(&self) -> &'static str {
-        "gated"
-    }
-    fn check_function(&self, spec: &FunctionSpec) -> Result<(), ActorError> {
-        self.inner.check_function(spec)
-    }
-    fn create(&self, spec: &FunctionSpec) -> BoxFuture<'static, Result<ContainerInfo, ActorError>> {
-        self.inner.create(spec)
-    }
-    fn destroy(&self, c: &ContainerInfo) -> Result<(), ActorError> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let (open, cv) = &*self.gate;
-        let mut open = open.lock().unwrap();
-        while !*open {
-            open = cv.wait(open).unwrap();
-        }
-        self.inner.destroy(c)
-    }
-    fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
-        self.inner.list()
-    }
-    fn run(
-        &self,
-        c: &Container,
-        payload: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, ActorError>> {
-        self.inner.run(c, payload)
-    }
-    fn close(&self) -> Result<(), ActorError> {
-        self.inner.close()
-    }
-}
-
 /// A container's destroy does not run on the actix thread that every actor shares: while one
 /// is blocked (a release with a full pool), 50 invocations of another function go through.
 /// Were the destroy on that thread, they could not (the test would time out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_container_destroy_does_not_stall_other_invocations() {
-    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let backend = Arc::new(GatedDestroy {
-        inner: SimBackend::new(Duration::ZERO),
-        gate: Arc::clone(&gate),
-        waiting: Arc::new(AtomicUsize::new(0)),
-    });
+    let backend = Arc::new(ConcurrencyProbe::new(Duration::ZERO));
+    backend.set_gate(false);
     let mut c = config(4);
     let mut once = FunctionSpec::named("once");
     once.max_warm = Some(0);
@@ -633,7 +608,7 @@ async fn a_blocked_container_destroy_does_not_stall_other_invocations() {
         .unwrap();
     let rt = runtime.clone();
     let blocked = tokio::spawn(async move { rt.invoke("once", vec![1]).await });
-    while backend.waiting.load(Ordering::SeqCst) == 0 {
+    while backend.destroying.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let others = async {
@@ -645,11 +620,7 @@ async fn a_blocked_container_destroy_does_not_stall_other_invocations() {
         .await
         .expect("invocations stalled behind a blocked destroy");
     assert!(!blocked.is_finished(), "the destroy was not blocked");
-    {
-        let (open, cv) = &*gate;
-        *open.lock().unwrap() = true;
-        cv.notify_all();
-    }
+    backend.set_gate(true);
     blocked.await.unwrap().unwrap();
     runtime.shutdown().await.unwrap();
 }

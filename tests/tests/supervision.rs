@@ -48,6 +48,50 @@ fn config() -> RuntimeConfig {
     c
 }
 
+/// Invokes `n` times at once (the functions in turn, from `first`), each bounded by 20 s: an
+/// invocation completes, or fails with a panic's error (`HandlerPanicked`, or
+/// `ActorUnavailable` when the panic took the answer's channel with it); anything else, and a
+/// hang, fails the test. Answers (completed, failed).
+async fn invoke_batch(
+    runtime: &corral::RuntimeHandle,
+    first: usize,
+    n: usize,
+    what: &str,
+) -> (usize, usize) {
+    let functions = ["f", "g", "h"];
+    let batch: Vec<_> = (first..first + n)
+        .map(|i| {
+            let rt = runtime.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(20),
+                    rt.invoke(functions[i % 3], vec![i as u8]),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for call in batch {
+        match call.await.unwrap() {
+            Err(_) => panic!("an invocation hung with {what}"),
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(RuntimeError::Control { source })) => {
+                assert!(
+                    matches!(
+                        source,
+                        ActorError::HandlerPanicked { .. } | ActorError::ActorUnavailable { .. }
+                    ),
+                    "unexpected error with {what}: {source}"
+                );
+                failed += 1;
+            }
+            Ok(Err(e)) => panic!("unexpected error with {what}: {e}"),
+        }
+    }
+    (ok, failed)
+}
+
 /// Runs `total` invocations, 16 at a time, with `point` armed to panic on every `every`-th hit
 /// (50 times in all), then checks the invariants.
 async fn survive(point: &'static str, every: u64, total: usize) {
@@ -63,42 +107,14 @@ async fn survive(point: &'static str, every: u64, total: usize) {
         .start()
         .unwrap();
 
-    let mut ok = 0;
-    let mut failed = 0;
+    let (mut ok, mut failed) = (0, 0);
     let functions = ["f", "g", "h"];
+    let what = format!("failpoint {point}");
     let mut next = 0;
     while next < total {
-        let batch: Vec<_> = (next..(next + 16).min(total))
-            .map(|i| {
-                let rt = runtime.clone();
-                tokio::spawn(async move {
-                    tokio::time::timeout(
-                        Duration::from_secs(20),
-                        rt.invoke(functions[i % 3], vec![i as u8]),
-                    )
-                    .await
-                })
-            })
-            .collect();
-        next += batch.len();
-        for call in batch {
-            match call.await.unwrap() {
-                Err(_) => panic!("an invocation hung with failpoint {point}"),
-                Ok(Ok(_)) => ok += 1,
-                Ok(Err(RuntimeError::Control { source })) => {
-                    assert!(
-                        matches!(
-                            source,
-                            ActorError::HandlerPanicked { .. }
-                                | ActorError::ActorUnavailable { .. }
-                        ),
-                        "unexpected error with failpoint {point}: {source}"
-                    );
-                    failed += 1;
-                }
-                Ok(Err(e)) => panic!("unexpected error with failpoint {point}: {e}"),
-            }
-        }
+        let n = 16.min(total - next);
+        let (o, f) = invoke_batch(&runtime, next, n, &what).await;
+        (ok, failed, next) = (ok + o, failed + f, next + n);
     }
     assert_eq!(ok + failed, total);
     assert_eq!(
@@ -214,6 +230,31 @@ impl FakeDriver {
         *held.lock().unwrap() = hold;
         cv.notify_all();
     }
+
+    /// Makes the scheduler exit with its next reattach held, and waits until the loader has
+    /// started that reattach.
+    async fn exit_and_hold_the_reattach(&self) {
+        self.hold_attach(true);
+        self.exit_now.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while self.holding.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the loader never started the reattach");
+    }
+}
+
+/// Waits until the runtime's scheduler reads `Running` again.
+async fn wait_running(runtime: &corral::RuntimeHandle) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while runtime.stats().scheduler.state != SchedulerState::Running {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the scheduler never came back");
 }
 
 impl SchedulerDriver for FakeDriver {
@@ -251,8 +292,18 @@ impl SchedulerDriver for FakeDriver {
 }
 
 fn loader_runtime(driver: FakeDriver, failpoints: Arc<Failpoints>) -> corral::RuntimeHandle {
+    loader_runtime_with(driver, failpoints, corral::DetachedPolicy::Run)
+}
+
+/// [`loader_runtime`] with `enforcement.when_detached = policy`.
+fn loader_runtime_with(
+    driver: FakeDriver,
+    failpoints: Arc<Failpoints>,
+    policy: corral::DetachedPolicy,
+) -> corral::RuntimeHandle {
     let mut c = config();
     c.enforcement.backend = EnforcementKind::Auto;
+    c.enforcement.when_detached = policy;
     Runtime::builder(c)
         .memory_maps(MemoryMaps::new())
         .failpoints(failpoints)
@@ -377,15 +428,7 @@ async fn invocations_keep_flowing_while_the_scheduler_is_being_loaded() {
     let driver = FakeDriver::default();
     let runtime = loader_runtime(driver.clone(), Arc::new(Failpoints::new()));
     assert_eq!(runtime.stats().scheduler.state, SchedulerState::Running);
-    driver.hold_attach(true);
-    driver.exit_now.store(true, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while driver.holding.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the loader never started the reattach");
+    driver.exit_and_hold_the_reattach().await;
     assert_eq!(runtime.stats().scheduler.state, SchedulerState::Attaching);
     let calls = async {
         for i in 0..50u8 {
@@ -401,13 +444,7 @@ async fn invocations_keep_flowing_while_the_scheduler_is_being_loaded() {
         "the attach was let go early"
     );
     driver.hold_attach(false);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while runtime.stats().scheduler.state != SchedulerState::Running {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the scheduler never came back");
+    wait_running(&runtime).await;
     let status = runtime.scheduler_status().await.unwrap();
     assert_eq!((status.attaches, status.exits), (2, 1));
     runtime.shutdown().await.unwrap();
@@ -421,36 +458,10 @@ async fn invocations_keep_flowing_while_the_scheduler_is_being_loaded() {
 async fn when_detached_runs_and_counts_or_refuses() {
     for policy in [corral::DetachedPolicy::Run, corral::DetachedPolicy::Fail] {
         let driver = FakeDriver::default();
-        let mut c = config();
-        c.enforcement.backend = EnforcementKind::Auto;
-        c.enforcement.when_detached = policy;
-        let runtime = Runtime::builder(c)
-            .memory_maps(MemoryMaps::new())
-            .sched_ext_support(SchedExtSupport {
-                kernel: true,
-                btf: true,
-                privileged: true,
-            })
-            .scheduler_driver(Box::new(driver.clone()))
-            .loader_timing(LoaderTiming {
-                watch_period: Duration::from_millis(2),
-                initial_backoff: Duration::from_millis(10),
-                max_backoff: Duration::from_millis(40),
-                stable_after: Duration::from_secs(60),
-            })
-            .start()
-            .unwrap();
+        let runtime = loader_runtime_with(driver.clone(), Arc::new(Failpoints::new()), policy);
         runtime.invoke("f", vec![]).await.unwrap();
         assert_eq!(runtime.stats().invocations_unenforced, 0);
-        driver.hold_attach(true);
-        driver.exit_now.store(true, Ordering::SeqCst);
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while driver.holding.load(Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .expect("the loader never started the reattach");
+        driver.exit_and_hold_the_reattach().await;
         let down = runtime.invoke("f", vec![7]).await;
         match policy {
             corral::DetachedPolicy::Run => {
@@ -472,13 +483,7 @@ async fn when_detached_runs_and_counts_or_refuses() {
             }
         }
         driver.hold_attach(false);
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while runtime.stats().scheduler.state != SchedulerState::Running {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .expect("the scheduler never came back");
+        wait_running(&runtime).await;
         runtime.invoke("f", vec![]).await.unwrap();
         let stats = runtime.stats();
         assert_eq!(
@@ -522,36 +527,8 @@ async fn panics_inside_async_bodies_are_survived() {
     {
         round += 1;
         assert!(round < 200, "the failpoints fired too rarely");
-        let batch: Vec<_> = (0..16)
-            .map(|i| {
-                let rt = runtime.clone();
-                tokio::spawn(async move {
-                    tokio::time::timeout(
-                        Duration::from_secs(20),
-                        rt.invoke(functions[i % 3], vec![i as u8]),
-                    )
-                    .await
-                })
-            })
-            .collect();
-        for call in batch {
-            match call.await.unwrap() {
-                Err(_) => panic!("an invocation hung after a panic in an async body"),
-                Ok(Ok(_)) => ok += 1,
-                Ok(Err(RuntimeError::Control { source })) => {
-                    assert!(
-                        matches!(
-                            source,
-                            ActorError::HandlerPanicked { .. }
-                                | ActorError::ActorUnavailable { .. }
-                        ),
-                        "unexpected error: {source}"
-                    );
-                    failed += 1;
-                }
-                Ok(Err(e)) => panic!("unexpected error: {e}"),
-            }
-        }
+        let (o, f) = invoke_batch(&runtime, 0, 16, "panics in async bodies").await;
+        (ok, failed) = (ok + o, failed + f);
     }
     assert_eq!(failpoints.fired(points::ACQUIRE_CONTAINER_ASYNC), FIRES);
     assert_eq!(failpoints.fired(points::DESTROY_ASYNC), FIRES);

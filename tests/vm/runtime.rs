@@ -97,6 +97,27 @@ fn two_group_config(parent: &std::path::Path) -> RuntimeConfig {
     c
 }
 
+/// [`two_group_config`] with the `bpf` backend, the runtime loading its own scheduler, on pins
+/// and a cgroup parent named after `name`: (config, pin directory, cgroup parent).
+fn bpf_config(name: &str) -> (RuntimeConfig, PathBuf, PathBuf) {
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/corral-vm-{name}"));
+    let parent = PathBuf::from(format!("/sys/fs/cgroup/corral-vm-{name}"));
+    let mut c = two_group_config(&parent);
+    c.enforcement.backend = EnforcementKind::Bpf;
+    c.enforcement.pin_dir = pin_dir.clone();
+    c.enforcement.load_scheduler = true;
+    (c, pin_dir, parent)
+}
+
+/// The callers' side: a 2-worker tokio runtime, as a worker would run.
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The `cpuset` fallback with cgroup v2's cpuset controller (the guest has it enabled): the same
 /// two groups, no scheduler. Every function thread stays in the fair class and only on its
 /// group's CPU, because each container cgroup's own `cpuset.cpus` confines it; shutdown removes
@@ -108,12 +129,7 @@ fn runtime_confines_functions_with_cgroup_v2_cpuset_without_a_scheduler() {
     let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-cpuset");
     let mut c = two_group_config(&parent);
     c.enforcement.backend = EnforcementKind::Cpuset;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    tokio_runtime().block_on(async {
         let runtime = Runtime::start(c).expect("start the runtime");
         assert_eq!(runtime.stats().enforcement_backend, "cpuset");
         let calls = invoke_alternately(&runtime, 6);
@@ -150,20 +166,10 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
     require_guest();
     // The runtime attaches its own scheduler; the suite's shared one must be off meanwhile.
     let _no_scheduler = crate::sched::without_shared_scheduler();
-    let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-runtime");
-    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-runtime");
-    let mut c = two_group_config(&parent);
-    c.enforcement.backend = EnforcementKind::Bpf;
-    c.enforcement.pin_dir = pin_dir.clone();
-    c.enforcement.load_scheduler = true;
+    let (c, pin_dir, parent) = bpf_config("runtime");
     assert_eq!(c.enforcement.mode, SchedulerMode::Full, "the default mode");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    tokio_runtime().block_on(async {
         let runtime = Runtime::start(c).expect("start the runtime");
         let status = runtime.scheduler_status().await.unwrap();
         assert_eq!(status.state, SchedulerState::Running, "{status:?}");
@@ -235,19 +241,9 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
 fn runtime_reattaches_after_the_scheduler_is_forced_out_and_keeps_placing() {
     require_guest();
     let _no_scheduler = crate::sched::without_shared_scheduler();
-    let pin_dir = PathBuf::from("/sys/fs/bpf/corral-vm-forced");
-    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-forced");
-    let mut c = two_group_config(&parent);
-    c.enforcement.backend = EnforcementKind::Bpf;
-    c.enforcement.pin_dir = pin_dir.clone();
-    c.enforcement.load_scheduler = true;
+    let (c, pin_dir, parent) = bpf_config("forced");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    tokio_runtime().block_on(async {
         let runtime = Runtime::start(c).expect("start the runtime");
         for call in invoke_alternately(&runtime, 4) {
             assert_ran_in_group(&call.await.unwrap().expect("invocation"), "0");
