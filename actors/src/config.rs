@@ -832,7 +832,15 @@ pub struct FunctionSpec {
     /// Overrides `containers.max_warm` for this function.
     #[serde(default)]
     pub max_warm: Option<usize>,
+    /// `local` backend: how long one invocation may run before its container's processes (the
+    /// command and anything it left behind) are killed and it fails with
+    /// `ActorError::FunctionTimedOut`. Default [`DEFAULT_TIMEOUT_MS`] (5 minutes).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
+
+/// The default `functions[].timeout_ms`: five minutes.
+pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
 
 impl FunctionSpec {
     /// A function with only a name (the `sim` backend needs nothing else).
@@ -844,7 +852,13 @@ impl FunctionSpec {
             simulated_run_us: 0,
             keep_alive_ms: None,
             max_warm: None,
+            timeout_ms: None,
         }
+    }
+
+    /// How long one invocation may run (`timeout_ms`, or the default).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS))
     }
 
     /// Checks the name (it becomes part of a cgroup directory name).
@@ -856,6 +870,9 @@ impl FunctionSpec {
         )?;
         if let Some(ms) = self.keep_alive_ms {
             check_range("functions.keep_alive_ms", ms, 1, MAX_KEEP_ALIVE_MS, " ms")?;
+        }
+        if let Some(ms) = self.timeout_ms {
+            check_range("functions.timeout_ms", ms, 1, MAX_KEEP_ALIVE_MS, " ms")?;
         }
         if let Some(n) = self.max_warm {
             check_range("functions.max_warm", n, 0, MAX_LIMIT, "")?;

@@ -104,6 +104,19 @@ pub enum ActorError {
         #[source]
         source: std::io::Error,
     },
+    /// A function ran past its `timeout_ms`; its container's processes were killed.
+    #[error(
+        "function `{function}` in container `{container}` ran past its timeout of {timeout_ms} ms \
+         and was killed with everything it started (raise functions.timeout_ms if it needs longer)"
+    )]
+    FunctionTimedOut {
+        /// The function name.
+        function: String,
+        /// The container it ran in.
+        container: String,
+        /// Its timeout.
+        timeout_ms: u64,
+    },
     /// A function ran and failed.
     #[error("function `{function}` in container `{container}` exited with {status}: {stderr}")]
     FunctionFailed {

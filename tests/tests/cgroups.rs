@@ -426,3 +426,87 @@ fn cpuset_backends_sharing_a_prefix_keep_to_their_own_cpusets() {
     theirs.close().unwrap();
     assert!(foreign.exists(), "a foreign cpuset was removed");
 }
+
+/// A function that runs past its `timeout_ms` (here a shell that leaves a background child
+/// behind and then sleeps) fails with `FunctionTimedOut` naming the key, and every process of
+/// its container, the left-behind child included, is killed by cgroup; its permit comes back,
+/// the next invocation runs, and shutdown leaves nothing. A command that does not exist fails
+/// with an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_past_its_timeout_is_killed_with_everything_it_started() {
+    require_root();
+    let v2 = cgroup2_mount().expect("a cgroup2 mount");
+    let parent = v2.join(format!("corral-test-{}-timeout", std::process::id()));
+    let _cleanup = Cleanup(vec![parent.clone()]);
+    let mut c = local_config(&parent);
+    let mut slow = FunctionSpec::named("slow");
+    slow.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "sleep 30 & echo started; sleep 30".into(),
+    ];
+    slow.timeout_ms = Some(300);
+    slow.max_warm = Some(1);
+    c.functions.push(slow);
+    let mut missing = FunctionSpec::named("missing");
+    missing.command = vec!["/nonexistent/function".into()];
+    c.functions.push(missing);
+    let runtime = Runtime::start(c).unwrap();
+
+    let started = std::time::Instant::now();
+    let err = runtime.invoke("slow", vec![]).await.unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the timeout did not end it: {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err.control(),
+            Some(ActorError::FunctionTimedOut {
+                timeout_ms: 300,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(text.contains("functions.timeout_ms"), "{text}");
+    // Every process of its container is gone, the background sleep too.
+    let pool = runtime.pool().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left: Vec<i32> = std::fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|e| {
+                corral_actors::container_backend::local::cgroup_pids(&e.path()).unwrap_or_default()
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left after the timeout: {left:?} ({pool:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stats = runtime.stats();
+    assert_eq!((stats.in_flight, stats.available_permits), (0, stats.limit));
+
+    let err = runtime
+        .invoke("missing", vec![])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/function"), "{err}");
+    let r = runtime
+        .invoke("echo", b"still here".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.output, b"still here");
+    runtime.shutdown().await.unwrap();
+    assert!(!parent.exists(), "{} left behind", parent.display());
+}

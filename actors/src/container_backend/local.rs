@@ -213,23 +213,30 @@ pub fn cgroup_pids(dir: &Path) -> io::Result<Vec<i32>> {
         .collect())
 }
 
+/// Kills every process in the cgroup `dir` (and its descendants): `cgroup.kill` where the
+/// kernel has it, else SIGKILL to each listed pid. Best effort: a process that already exited
+/// is no error.
+fn kill_all(dir: &Path) {
+    let pids = cgroup_pids(dir).unwrap_or_default();
+    if pids.is_empty() {
+        return;
+    }
+    let kill = dir.join("cgroup.kill");
+    if kill.exists() && fs::write(&kill, "1").is_ok() {
+        return;
+    }
+    for pid in pids {
+        // SAFETY: plain kill(2) on a pid read from the cgroup.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 /// Kills every process in `dir` and removes it, waiting (bounded) for the kernel to empty it.
 fn remove_cgroup(dir: &Path) -> Result<(), ActorError> {
     if !dir.exists() {
         return Ok(());
     }
-    let pids = cgroup_pids(dir).unwrap_or_default();
-    if !pids.is_empty() {
-        let kill = dir.join("cgroup.kill");
-        if kill.exists() {
-            fs::write(&kill, "1").map_err(|e| ActorError::cgroup("write 1 to", &kill, e))?;
-        } else {
-            for pid in pids {
-                // SAFETY: plain kill(2) on a pid read from the cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
+    kill_all(dir);
     // Killed tasks leave the cgroup asynchronously; rmdir answers EBUSY until they have.
     let mut last = None;
     for _ in 0..500 {
@@ -381,8 +388,21 @@ impl ContainerBackend for LocalBackend {
                     let _ = stdin.write_all(&payload).await;
                 }
             };
-            let (_, output) = tokio::join!(feed, child.wait_with_output());
-            let output = output.map_err(spawn_err)?;
+            let timeout = spec.timeout();
+            let ran = async { tokio::join!(feed, child.wait_with_output()).1 };
+            let output = match tokio::time::timeout(timeout, ran).await {
+                Ok(output) => output.map_err(spawn_err)?,
+                Err(_) => {
+                    // The command (dropped with the future, kill_on_drop) and whatever it
+                    // started: every process of the container, by cgroup.
+                    kill_all(&dir);
+                    return Err(ActorError::FunctionTimedOut {
+                        function: spec.name.clone(),
+                        container: id,
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+                }
+            };
             if output.status.success() {
                 Ok(output.stdout)
             } else {
