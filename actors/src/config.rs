@@ -22,6 +22,10 @@ impl fmt::Display for GroupId {
     }
 }
 
+/// The shortest and longest time slice of a group or the host group, in microseconds.
+pub const MIN_SLICE_US: u64 = 50;
+/// See [`MIN_SLICE_US`].
+pub const MAX_SLICE_US: u64 = 1_000_000;
 /// The largest CPU number a CPU list may name: the kernel's largest `NR_CPUS` is 8192.
 pub const MAX_CPU_ID: u32 = 8191;
 /// The longest name of a group, a function or the cpuset prefix.
@@ -273,13 +277,13 @@ pub fn validate_groups(
                 ));
             }
         }
-        if !(50..=1_000_000).contains(&g.slice_us) {
-            return Err(ActorError::invalid(
-                key("slice_us"),
-                g.slice_us,
-                "the time slice must be between 50 and 1000000 microseconds",
-            ));
-        }
+        check_range(
+            key("slice_us"),
+            g.slice_us,
+            MIN_SLICE_US,
+            MAX_SLICE_US,
+            " µs",
+        )?;
         out.push(CpuGroup {
             id: GroupId(i as u32),
             name: g.name.clone(),
@@ -345,13 +349,13 @@ pub fn validate_host(
     groups: &[CpuGroup],
     online: &[u32],
 ) -> Result<HostGroup, ActorError> {
-    if !(50..=1_000_000).contains(&host.slice_us) {
-        return Err(ActorError::invalid(
-            "host.slice_us",
-            host.slice_us,
-            "the time slice must be between 50 and 1000000 microseconds",
-        ));
-    }
+    check_range(
+        "host.slice_us",
+        host.slice_us,
+        MIN_SLICE_US,
+        MAX_SLICE_US,
+        " µs",
+    )?;
     let owner = |cpu: u32| groups.iter().find(|g| g.cpus.contains(&cpu));
     let cpus: Vec<u32> = match &host.cpus {
         Some(text) => {
@@ -743,14 +747,7 @@ impl PlacementConfig {
                 "must be greater than 1.0 (1.25 is typical)",
             ));
         }
-        if !(1..=4096).contains(&self.virtual_nodes) {
-            return Err(ActorError::invalid(
-                "placement.virtual_nodes",
-                self.virtual_nodes,
-                "must be 1..=4096",
-            ));
-        }
-        Ok(())
+        check_range("placement.virtual_nodes", self.virtual_nodes, 1, 4096, "")
     }
 }
 

@@ -310,15 +310,26 @@ async fn destroy_one(
         .map_err(ActorError::mailbox("map writer", "RemoveEnforcement"))??;
     failpoints.hit(points::DESTROY_ASYNC);
     let (backend, info) = (Arc::clone(backend), info.clone());
-    tokio::task::spawn_blocking(move || backend.destroy(&info))
-        .await
-        .unwrap_or_else(|e| {
-            Err(ActorError::HandlerPanicked {
-                actor: NAME,
-                message: "a container's destroy (blocking pool)",
-                detail: e.to_string(),
-            })
+    on_blocking_pool("a container's destroy (blocking pool)", move || {
+        backend.destroy(&info)
+    })
+    .await
+}
+
+/// Runs blocking backend work (file-system calls, a container runtime's) on tokio's blocking
+/// pool rather than the actix thread every actor shares; a panic there answers
+/// `HandlerPanicked` naming `what`.
+async fn on_blocking_pool<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, ActorError> + Send + 'static,
+) -> Result<T, ActorError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(ActorError::HandlerPanicked {
+            actor: NAME,
+            message: what,
+            detail: e.to_string(),
         })
+    })
 }
 
 impl Actor for ContainerManager {
@@ -602,15 +613,11 @@ impl Handler<DrainContainers> for ContainerManager {
                     let n = destroy.await?;
                     if close {
                         // Blocking file-system work too: off the actix thread.
-                        tokio::task::spawn_blocking(move || backend.close())
-                            .await
-                            .unwrap_or_else(|e| {
-                                Err(ActorError::HandlerPanicked {
-                                    actor: NAME,
-                                    message: "the container backend's close (blocking pool)",
-                                    detail: e.to_string(),
-                                })
-                            })?;
+                        on_blocking_pool(
+                            "the container backend's close (blocking pool)",
+                            move || backend.close(),
+                        )
+                        .await?;
                     }
                     Ok(n)
                 })

@@ -213,21 +213,17 @@ impl Shared {
             .at
             .is_none_or(|at| now.duration_since(at) >= KICK_PIN_TTL)
         {
-            // Detached (or an older scheduler without it): nothing to kick.
-            pin.fd = if path.exists() {
-                match libbpf_rs::Program::fd_from_pinned_path(&path) {
-                    Ok(fd) => Some(fd),
-                    Err(_) if !path.exists() => None,
-                    Err(e) => {
-                        return Err(Error::map(
-                            "open pinned program",
-                            path.display().to_string(),
-                            e,
-                        ))
-                    }
+            pin.fd = match libbpf_rs::Program::fd_from_pinned_path(&path) {
+                Ok(fd) => Some(fd),
+                // Detached (or an older scheduler without it): nothing to kick.
+                Err(_) if !path.exists() => None,
+                Err(e) => {
+                    return Err(Error::map(
+                        "open pinned program",
+                        path.display().to_string(),
+                        e,
+                    ))
                 }
-            } else {
-                None
             };
             pin.at = Some(now);
         }

@@ -109,17 +109,12 @@ async fn run_inner(
         return Err(ActorError::UnknownFunction { function }.into());
     }
     if let Some(policy) = shared.when_detached {
-        let state = shared
-            .scheduler
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state
-            .clone();
-        if state != SchedulerState::Running {
+        let status = shared.scheduler.lock().unwrap_or_else(|e| e.into_inner());
+        if status.state != SchedulerState::Running {
             match policy {
                 DetachedPolicy::Fail => {
                     return Err(RuntimeError::SchedulerDetached {
-                        state: format!("{state:?}"),
+                        state: format!("{:?}", status.state),
                     })
                 }
                 DetachedPolicy::Run => {

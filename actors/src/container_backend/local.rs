@@ -39,14 +39,14 @@ pub const OWNER_XATTR: &str = "trusted.corral.owner";
 const OWNER_CONTAINER: &[u8] = b"corral-container";
 const OWNER_PARENT: &[u8] = b"corral-parent";
 
-/// Marks `dir` as corral's (`what`: container or parent).
-fn mark(dir: &Path, what: &[u8]) -> Result<(), ActorError> {
+/// Marks `dir` as corral's (`what`: container, parent, or a cpuset's owner).
+pub(crate) fn mark(dir: &Path, what: &[u8]) -> Result<(), ActorError> {
     xattr::set(dir, OWNER_XATTR, what)
         .map_err(|e| ActorError::cgroup(format!("set {OWNER_XATTR} on"), dir, e))
 }
 
 /// Whether `dir` carries corral's mark `what`.
-fn marked(dir: &Path, what: &[u8]) -> bool {
+pub(crate) fn marked(dir: &Path, what: &[u8]) -> bool {
     matches!(xattr::get(dir, OWNER_XATTR), Ok(Some(v)) if v == what)
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::MapBackend;
 use crate::config::{parse_cpu_list, CpuGroup, GroupId};
-use crate::container_backend::local::{cgroup_pids, OWNER_XATTR};
+use crate::container_backend::local::{cgroup_pids, mark, marked};
 use crate::container_backend::{CgroupId, CgroupRef, Enforcement};
 use crate::error::ActorError;
 
@@ -32,7 +32,7 @@ enum Placement {
 /// Enforcement through `cpuset.cpus`.
 ///
 /// Ownership: every v1 cpuset the backend creates carries the extended attribute
-/// [`OWNER_XATTR`] with the backend's owner (by default `corral`; the runtime uses its
+/// `trusted.corral.owner` with the backend's owner (by default `corral`; the runtime uses its
 /// containers' parent, so two runtimes sharing a prefix tell their cpusets apart). Only
 /// cpusets with this owner's mark are read back, moved or removed; the prefix directory is
 /// removed only when empty.
@@ -83,7 +83,7 @@ impl CpusetBackend {
 
     /// Whether the v1 cpuset `dir` is this backend's.
     fn owns(&self, dir: &Path) -> bool {
-        matches!(xattr::get(dir, OWNER_XATTR), Ok(Some(v)) if v == self.owner)
+        marked(dir, &self.owner)
     }
 
     /// The directory holding this backend's v1 cpuset cgroups.
@@ -106,11 +106,8 @@ impl CpusetBackend {
         if !self.v1_dir.exists() {
             fs::create_dir(&self.v1_dir)
                 .map_err(|e| ActorError::cgroup("create", &self.v1_dir, e))?;
-            xattr::set(&self.v1_dir, OWNER_XATTR, PREFIX_MARK).map_err(|e| {
-                ActorError::cgroup(format!("set {OWNER_XATTR} on"), &self.v1_dir, e)
-            })?;
-        } else if !matches!(xattr::get(&self.v1_dir, OWNER_XATTR), Ok(Some(v)) if v == PREFIX_MARK)
-        {
+            mark(&self.v1_dir, PREFIX_MARK)?;
+        } else if !marked(&self.v1_dir, PREFIX_MARK) {
             return Err(ActorError::invalid(
                 "enforcement.cpuset_prefix",
                 self.v1_dir.display(),
@@ -160,9 +157,9 @@ impl MapBackend for CpusetBackend {
                 let dir = self.v1_dir.join(cgroup.id.to_string());
                 if !dir.exists() {
                     fs::create_dir(&dir).map_err(|e| ActorError::cgroup("create", &dir, e))?;
-                    if let Err(e) = xattr::set(&dir, OWNER_XATTR, &self.owner) {
+                    if let Err(e) = mark(&dir, &self.owner) {
                         let _ = fs::remove_dir(&dir);
-                        return Err(ActorError::cgroup(format!("set {OWNER_XATTR} on"), &dir, e));
+                        return Err(e);
                     }
                     let mems = read(&self.v1_dir.join("cpuset.mems"))?;
                     write(&dir.join("cpuset.mems"), &mems)?;
@@ -270,9 +267,7 @@ impl MapBackend for CpusetBackend {
                 }
             }
             // Only when empty and corral's: another runtime's cpusets may share the prefix.
-            let ours =
-                matches!(xattr::get(&self.v1_dir, OWNER_XATTR), Ok(Some(v)) if v == PREFIX_MARK);
-            if ours {
+            if marked(&self.v1_dir, PREFIX_MARK) {
                 match fs::remove_dir(&self.v1_dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
