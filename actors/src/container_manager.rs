@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, ResponseFuture, Supervised};
 
-use crate::config::{CpuGroup, FunctionSpec, PoolConfig};
+use crate::config::{CpuGroup, FunctionSpec, GroupId, PoolConfig};
 use crate::container_backend::{
     CheckoutToken, Container, ContainerBackend, ContainerInfo, Enforcement,
 };
 use crate::error::ActorError;
-use crate::map_writer::MapWriter;
+use crate::lease::GroupLease;
+use crate::map_writer::{Committed, MapWriter};
 use crate::messages::{
     AcquireContainer, DrainContainers, EnforceGroup, EnforcementParts, LeasedContainer, PoolReport,
     ReapIdle, RegisterFunction, ReleaseContainer, RemoveEnforcement, ReportPool, StartKind,
@@ -83,8 +84,23 @@ impl FunctionRegistry {
 #[derive(Debug)]
 struct Idle {
     info: ContainerInfo,
+    /// Its last acknowledged enforcement; none when that is unknown (a container found again
+    /// after a restart or adopted) or failed. Only a container with one can take the warm lane.
+    enforcement: Option<Enforcement>,
     since: Instant,
 }
+
+impl Idle {
+    fn new(info: ContainerInfo, enforcement: Option<Enforcement>) -> Self {
+        Idle {
+            info,
+            enforcement,
+            since: Instant::now(),
+        }
+    }
+}
+
+type Pools = BTreeMap<String, VecDeque<Idle>>;
 
 /// A container out of the pool.
 #[derive(Debug)]
@@ -95,43 +111,248 @@ struct Checkout {
 
 type Ledger = Arc<Mutex<HashMap<String, Checkout>>>;
 
+/// The warm pools and the ledger, shared by the container manager and the invocation's **warm
+/// lane**: a caller that finds an idle container whose enforcement onto its lease's group is
+/// still committed (the map writer's [`Committed`] view says so) takes it, runs, and returns it
+/// here, all on its own thread and with no message. Everything else (cold starts, a container
+/// on another group, destroys, the reap, a rebuild after a restart) stays with the actor.
+///
+/// The map writer stays the only writer of enforcement state: the lane only hands out a
+/// container whose enforcement is already committed, and never writes one.
+///
+/// Locking: `pools` before `ledger`, never the other way round. Taking a container out of a
+/// pool and entering it in the ledger happen under the pools lock, and so do leaving the
+/// ledger and joining a pool, so that a rebuild (which holds the same lock) never sees a
+/// container in neither or in both.
+#[derive(Debug)]
+pub struct WarmLane {
+    functions: Arc<FunctionRegistry>,
+    groups: Vec<CpuGroup>,
+    pool_config: PoolConfig,
+    pools: Mutex<Pools>,
+    ledger: Ledger,
+    committed: Arc<Committed>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// An idle container the warm lane took out of its pool (and entered in the ledger), waiting
+/// for the lease it will be handed out under.
+#[derive(Debug)]
+pub struct WarmCheckout {
+    info: ContainerInfo,
+    enforcement: Enforcement,
+    spec: Arc<FunctionSpec>,
+    group: CpuGroup,
+    token: Arc<CheckoutToken>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl WarmCheckout {
+    /// Hands the container out under `lease`, which must grant the checkout's group.
+    pub fn hand_out(self, lease: GroupLease) -> LeasedContainer {
+        debug_assert_eq!(lease.group(), self.group.id);
+        self.telemetry.warm_starts.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.record(JournalEvent::ContainerHandedOut {
+            cgroup: self.info.cgroup.id.0,
+            lease: lease.id(),
+        });
+        LeasedContainer {
+            container: Container {
+                info: self.info,
+                spec: self.spec,
+                group: self.group,
+                enforcement: self.enforcement,
+                token: self.token,
+            },
+            lease,
+            start: StartKind::Warm,
+            cold_start: Duration::ZERO,
+            enforcement: Duration::ZERO,
+            enforcement_parts: EnforcementParts::default(),
+        }
+    }
+}
+
+impl WarmLane {
+    fn pools(&self) -> std::sync::MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn max_warm(&self, function: &str) -> usize {
+        self.functions
+            .get(function)
+            .and_then(|s| s.max_warm)
+            .unwrap_or(self.pool_config.max_warm)
+    }
+
+    fn keep_alive(&self, function: &str) -> Duration {
+        Duration::from_millis(
+            self.functions
+                .get(function)
+                .and_then(|s| s.keep_alive_ms)
+                .unwrap_or(self.pool_config.keep_alive_ms),
+        )
+    }
+
+    /// One container left (`-1`) or joined (`1`) a pool: the gauges without a recount, so
+    /// that the invocation path costs the same with 10 functions as with 10,000. Called with
+    /// no lock held.
+    fn warm_moved(&self, delta: isize) {
+        let warm = &self.telemetry.warm_containers;
+        if delta < 0 {
+            warm.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            warm.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+        publish_live(&self.telemetry, &self.ledger);
+    }
+
+    /// Recounts the gauges from `pools` (after a rebuild, a reap or a drain).
+    fn publish_gauges(&self, pools: &Pools) {
+        let warm: usize = pools.values().map(VecDeque::len).sum();
+        self.telemetry
+            .warm_containers
+            .store(warm, Ordering::Relaxed);
+        publish_live(&self.telemetry, &self.ledger);
+    }
+
+    fn enter(&self, info: &ContainerInfo, token: &Arc<CheckoutToken>) {
+        lock(&self.ledger).insert(
+            info.id.clone(),
+            Checkout {
+                info: info.clone(),
+                token: Arc::downgrade(token),
+            },
+        );
+    }
+
+    /// Takes the most recently used idle container of `function` whose enforcement onto
+    /// `group` is committed, or `None` (the caller then goes through the actor).
+    pub fn checkout(&self, function: &str, group: GroupId) -> Option<WarmCheckout> {
+        let cpu_group = self.groups.get(group.0 as usize)?.clone();
+        let spec = self.functions.get(function)?;
+        let token = Arc::new(CheckoutToken);
+        let idle = {
+            let mut pools = self.pools();
+            let pool = pools.get_mut(function)?;
+            let at = pool.iter().rposition(|i| {
+                i.enforcement.as_ref().is_some_and(|e| e.group == group)
+                    && self.committed.group_of(i.info.cgroup.id) == Some(group)
+            })?;
+            let idle = pool.remove(at)?;
+            self.enter(&idle.info, &token);
+            idle
+        };
+        self.warm_moved(-1);
+        Some(WarmCheckout {
+            enforcement: idle.enforcement?,
+            info: idle.info,
+            spec,
+            group: cpu_group,
+            token,
+            telemetry: Arc::clone(&self.telemetry),
+        })
+    }
+
+    /// Takes the most recently used idle container of `function`, whatever its group (the
+    /// actor's warm start, which enforces it onto the lease's group next).
+    fn checkout_any(&self, function: &str, token: &Arc<CheckoutToken>) -> Option<ContainerInfo> {
+        let idle = {
+            let mut pools = self.pools();
+            let idle = pools.get_mut(function).and_then(VecDeque::pop_back)?;
+            self.enter(&idle.info, token);
+            idle
+        };
+        self.warm_moved(-1);
+        Some(idle.info)
+    }
+
+    /// Returns `container` to its pool and then drops `lease` (returning its permit), or, when
+    /// the pool is full or the function is gone, gives both back for the actor to destroy.
+    pub fn checkin(
+        &self,
+        container: Container,
+        lease: GroupLease,
+    ) -> Result<(), (Container, GroupLease)> {
+        let function = &container.info.function;
+        {
+            let mut pools = self.pools();
+            let keep = self.functions.get(function).is_some()
+                && pools.get(function).map_or(0, VecDeque::len) < self.max_warm(function);
+            if !keep {
+                return Err((container, lease));
+            }
+            lock(&self.ledger).remove(&container.info.id);
+            // The writer stamps every acknowledgement; the stand-in for a failed one has none.
+            let enforcement = container
+                .enforcement
+                .handled_at
+                .is_some()
+                .then(|| container.enforcement.clone());
+            pools
+                .entry(function.clone())
+                .or_default()
+                .push_back(Idle::new(container.info.clone(), enforcement));
+        }
+        self.warm_moved(1);
+        self.telemetry.record(JournalEvent::ContainerReturned {
+            cgroup: container.info.cgroup.id.0,
+            lease: lease.id(),
+        });
+        drop(container);
+        drop(lease);
+        Ok(())
+    }
+}
+
 /// Owns the containers.
 #[derive(Debug)]
 pub struct ContainerManager {
     backend: Arc<dyn ContainerBackend>,
-    functions: Arc<FunctionRegistry>,
-    groups: Vec<CpuGroup>,
-    pool_config: PoolConfig,
+    lane: Arc<WarmLane>,
     map_writer: Addr<MapWriter>,
-    pools: BTreeMap<String, VecDeque<Idle>>,
     ledger: Ledger,
     telemetry: Arc<Telemetry>,
     failpoints: Arc<Failpoints>,
 }
 
 impl ContainerManager {
-    /// A manager creating containers through `backend` and enforcing through `map_writer`.
+    /// A manager creating containers through `backend` and enforcing through `map_writer`;
+    /// `committed` is the map writer's committed view (for the warm lane).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: Arc<dyn ContainerBackend>,
         functions: Arc<FunctionRegistry>,
         groups: Vec<CpuGroup>,
         pool_config: PoolConfig,
         map_writer: Addr<MapWriter>,
+        committed: Arc<Committed>,
         telemetry: Arc<Telemetry>,
         failpoints: Arc<Failpoints>,
     ) -> Result<Self, ActorError> {
         pool_config.validate()?;
+        let ledger: Ledger = Arc::new(Mutex::new(HashMap::new()));
         Ok(ContainerManager {
             backend,
-            functions,
-            groups,
-            pool_config,
+            lane: Arc::new(WarmLane {
+                functions,
+                groups,
+                pool_config,
+                pools: Mutex::new(BTreeMap::new()),
+                ledger: Arc::clone(&ledger),
+                committed,
+                telemetry: Arc::clone(&telemetry),
+            }),
             map_writer,
-            pools: BTreeMap::new(),
-            ledger: Arc::new(Mutex::new(HashMap::new())),
+            ledger,
             telemetry,
             failpoints,
         })
+    }
+
+    /// The warm lane, shared with the runtime's invocation path.
+    pub fn lane(&self) -> Arc<WarmLane> {
+        Arc::clone(&self.lane)
     }
 }
 
@@ -150,67 +371,31 @@ fn publish_live(telemetry: &Telemetry, ledger: &Ledger) {
 }
 
 impl ContainerManager {
-    fn max_warm(&self, function: &str) -> usize {
-        self.functions
-            .get(function)
-            .and_then(|s| s.max_warm)
-            .unwrap_or(self.pool_config.max_warm)
-    }
-
-    fn keep_alive(&self, function: &str) -> Duration {
-        Duration::from_millis(
-            self.functions
-                .get(function)
-                .and_then(|s| s.keep_alive_ms)
-                .unwrap_or(self.pool_config.keep_alive_ms),
-        )
-    }
-
-    /// One container left (`-1`) or joined (`1`) a pool: the gauges without a recount, so
-    /// that the invocation path costs the same with 10 functions as with 10,000.
-    fn warm_moved(&self, delta: isize) {
-        let warm = &self.telemetry.warm_containers;
-        if delta < 0 {
-            warm.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            warm.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-        }
-        publish_live(&self.telemetry, &self.ledger);
-    }
-
-    /// Recounts the gauges from the pools (after a rebuild, a reap or a drain).
-    fn publish_gauges(&self) {
-        let warm: usize = self.pools.values().map(VecDeque::len).sum();
-        self.telemetry
-            .warm_containers
-            .store(warm, Ordering::Relaxed);
-        publish_live(&self.telemetry, &self.ledger);
-    }
-
     /// Rebuilds the pools from the backend's containers and the ledger: a container in the
     /// ledger whose token is alive is out of the pool; every other container is idle.
     fn rebuild(&mut self) -> Result<(), ActorError> {
         let containers = self.backend.list()?;
-        let now = Instant::now();
+        let mut pools = self.lane.pools();
         let mut ledger = lock(&self.ledger);
         ledger.retain(|_, c| c.token.strong_count() > 0);
-        self.pools.clear();
+        pools.clear();
         for info in containers {
             if ledger.contains_key(&info.id) {
                 continue;
             }
-            self.pools
+            pools
                 .entry(info.function.clone())
                 .or_default()
-                .push_back(Idle { info, since: now });
+                .push_back(Idle::new(info, None));
         }
         drop(ledger);
-        self.publish_gauges();
+        self.lane.publish_gauges(&pools);
         Ok(())
     }
 
     /// Moves containers whose token died without a release back into their pools.
     fn adopt_orphans(&mut self) {
+        let mut pools = self.lane.pools();
         let orphans: Vec<ContainerInfo> = {
             let mut ledger = lock(&self.ledger);
             let dead: Vec<String> = ledger
@@ -228,13 +413,10 @@ impl ContainerManager {
                 container = info.id,
                 "adopting a container that was never returned"
             );
-            self.pools
+            pools
                 .entry(info.function.clone())
                 .or_default()
-                .push_back(Idle {
-                    info,
-                    since: Instant::now(),
-                });
+                .push_back(Idle::new(info, None));
         }
     }
 
@@ -340,7 +522,7 @@ impl Actor for ContainerManager {
             tracing::error!(error = %e, "cannot list the backend's containers");
         }
         ctx.run_interval(
-            Duration::from_millis(self.pool_config.reap_period_ms),
+            Duration::from_millis(self.lane.pool_config.reap_period_ms),
             |_, ctx| {
                 ctx.notify(ReapIdle);
             },
@@ -352,7 +534,7 @@ impl Supervised for ContainerManager {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.telemetry.count_restart(ActorKind::ContainerManager);
         // `started()` runs next and rebuilds the pools from the backend and the ledger.
-        self.pools.clear();
+        self.lane.pools().clear();
     }
 }
 
@@ -364,7 +546,7 @@ impl Handler<RegisterFunction> for ContainerManager {
         guard::<Self, _, _>(NAME, "RegisterFunction", ctx, || {
             msg.spec.validate()?;
             self.backend.check_function(&msg.spec)?;
-            self.functions.insert(msg.spec)
+            self.lane.functions.insert(msg.spec)
         })
     }
 }
@@ -380,12 +562,14 @@ impl Handler<AcquireContainer> for ContainerManager {
         let prepared = guard::<Self, _, _>(NAME, "AcquireContainer", ctx, || {
             self.failpoints.hit(points::ACQUIRE_CONTAINER);
             let spec =
-                self.functions
+                self.lane
+                    .functions
                     .get(&function)
                     .ok_or_else(|| ActorError::UnknownFunction {
                         function: function.clone(),
                     })?;
             let group = self
+                .lane
                 .groups
                 .get(lease.group().0 as usize)
                 .cloned()
@@ -393,19 +577,9 @@ impl Handler<AcquireContainer> for ContainerManager {
                     ActorError::invalid("lease.group", lease.group(), "no such group")
                 })?;
             // Most recently used first, so the oldest idle containers age out.
-            let warm = self.pools.get_mut(&function).and_then(VecDeque::pop_back);
             let token = Arc::new(CheckoutToken);
-            if let Some(idle) = &warm {
-                lock(&self.ledger).insert(
-                    idle.info.id.clone(),
-                    Checkout {
-                        info: idle.info.clone(),
-                        token: Arc::downgrade(&token),
-                    },
-                );
-                self.warm_moved(-1);
-            }
-            Ok((spec, group, warm.map(|i| i.info), token))
+            let warm = self.lane.checkout_any(&function, &token);
+            Ok((spec, group, warm, token))
         });
         let (backend, ledger, writer, telemetry, failpoints) = (
             Arc::clone(&self.backend),
@@ -510,27 +684,7 @@ impl Handler<ReleaseContainer> for ContainerManager {
         let outcome = guard::<Self, _, _>(NAME, "ReleaseContainer", ctx, || {
             self.failpoints.hit(points::RELEASE_CONTAINER);
             let ReleaseContainer { container, lease } = msg;
-            let function = container.info.function.clone();
-            let cgroup = container.info.cgroup.id.0;
-            let keep = self.functions.get(&function).is_some()
-                && self.pools.get(&function).map_or(0, VecDeque::len) < self.max_warm(&function);
-            if keep {
-                lock(&self.ledger).remove(&container.info.id);
-                self.pools.entry(function).or_default().push_back(Idle {
-                    info: container.info.clone(),
-                    since: Instant::now(),
-                });
-                self.warm_moved(1);
-                self.telemetry.record(JournalEvent::ContainerReturned {
-                    cgroup,
-                    lease: lease.id(),
-                });
-                drop(container);
-                drop(lease);
-                Ok(None)
-            } else {
-                Ok(Some((container, lease)))
-            }
+            Ok(self.lane.checkin(container, lease).err())
         });
         match outcome {
             Err(e) => Box::pin(futures::future::ready(Err(e))),
@@ -563,19 +717,17 @@ impl Handler<ReapIdle> for ContainerManager {
             self.adopt_orphans();
             let now = Instant::now();
             let mut victims = Vec::new();
-            let functions: Vec<String> = self.pools.keys().cloned().collect();
-            for function in functions {
-                let keep_alive = self.keep_alive(&function);
-                if let Some(pool) = self.pools.get_mut(&function) {
-                    while pool
-                        .front()
-                        .is_some_and(|i| now.duration_since(i.since) >= keep_alive)
-                    {
-                        victims.extend(pool.pop_front().map(|i| i.info));
-                    }
+            let mut pools = self.lane.pools();
+            for (function, pool) in pools.iter_mut() {
+                let keep_alive = self.lane.keep_alive(function);
+                while pool
+                    .front()
+                    .is_some_and(|i| now.duration_since(i.since) >= keep_alive)
+                {
+                    victims.extend(pool.pop_front().map(|i| i.info));
                 }
             }
-            self.publish_gauges();
+            self.lane.publish_gauges(&pools);
             Ok(victims)
         });
         match victims {
@@ -593,7 +745,8 @@ impl Handler<DrainContainers> for ContainerManager {
     fn handle(&mut self, _msg: DrainContainers, ctx: &mut Context<Self>) -> Self::Result {
         let victims = guard::<Self, _, _>(NAME, "DrainContainers", ctx, || {
             self.adopt_orphans();
-            self.pools.clear();
+            let mut pools = self.lane.pools();
+            pools.clear();
             let busy: Vec<String> = lock(&self.ledger).keys().cloned().collect();
             let victims: Vec<ContainerInfo> = self
                 .backend
@@ -601,7 +754,7 @@ impl Handler<DrainContainers> for ContainerManager {
                 .into_iter()
                 .filter(|i| !busy.contains(&i.id))
                 .collect();
-            self.publish_gauges();
+            self.lane.publish_gauges(&pools);
             Ok((victims, busy.is_empty()))
         });
         match victims {
@@ -634,7 +787,8 @@ impl Handler<ReportPool> for ContainerManager {
         guard::<Self, _, _>(NAME, "ReportPool", ctx, || {
             Ok(PoolReport {
                 warm: self
-                    .pools
+                    .lane
+                    .pools()
                     .iter()
                     .filter(|(_, p)| !p.is_empty())
                     .map(|(f, p)| (f.clone(), p.len()))

@@ -63,6 +63,19 @@ impl Limiter {
         })
     }
 
+    /// A permit if one is free right now, without waiting; `None` when none is (or the limiter
+    /// is closed). Never jumps the queue: tokio's semaphore hands a released permit to a waiter
+    /// before it becomes free.
+    pub fn try_admit(self: &Arc<Self>) -> Option<Permit> {
+        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        Some(Permit {
+            limiter: Arc::clone(self),
+            permit: Some(permit),
+        })
+    }
+
     /// Sets a new limit. In-flight work above a lower limit finishes; no new permit is granted
     /// until the in-flight count is below it.
     pub fn resize(&self, new_limit: usize) {
@@ -268,6 +281,24 @@ mod tests {
         assert_eq!(limiter.available(), 1);
         drop((a, b));
         assert_eq!(limiter.available(), 3);
+    }
+
+    /// `try_admit` takes a free permit, counts it like `admit`, and gives none when all are
+    /// held or the limiter is closed.
+    #[tokio::test]
+    async fn try_admit_takes_only_a_free_permit() {
+        let limiter = Arc::new(Limiter::new(2));
+        let a = limiter.try_admit().expect("a free permit");
+        let b = limiter.admit().await.unwrap();
+        assert!(limiter.try_admit().is_none(), "both permits are held");
+        assert_eq!(limiter.in_flight(), 2);
+        drop(a);
+        let c = limiter.try_admit().expect("the returned permit");
+        limiter.close();
+        drop((b, c));
+        assert!(limiter.try_admit().is_none(), "closed");
+        assert_eq!(limiter.in_flight(), 0);
+        assert_eq!(limiter.max_in_flight(), 2);
     }
 
     /// A closed limiter refuses waiting and new admissions.

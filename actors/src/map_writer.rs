@@ -11,6 +11,10 @@
 //!   `RemoveEnforcement` before destroying a container), the runtime (`PublishGroups` at start,
 //!   `ClearEnforcements` at shutdown, `ListEnforcements` for inspection).
 //!
+//! What is committed is also published in a [`Committed`] view (cgroup → group, a `DashMap`
+//! written only here, next to the mirror), so that the invocation's warm lane can check without
+//! a message that a warm container's enforcement still stands.
+//!
 //! All handlers are synchronous: a BPF map update costs about a microsecond. A `cpuset` write
 //! can cost milliseconds; that is the fallback's known price and what the benchmarks measure.
 
@@ -33,12 +37,37 @@ use crate::telemetry::{ActorKind, JournalEvent, Telemetry};
 
 const NAME: &str = "map writer";
 
+/// What the map writer has committed (cgroup → group), readable from any thread without a
+/// message. Only the map writer writes it, always together with its mirror; a reader sees each
+/// cgroup's last committed group, or none while the writer rebuilds after a restart.
+#[derive(Debug, Default)]
+pub struct Committed(dashmap::DashMap<CgroupId, GroupId>);
+
+impl Committed {
+    /// The group `cgroup` is committed onto, if any.
+    pub fn group_of(&self, cgroup: CgroupId) -> Option<GroupId> {
+        self.0.get(&cgroup).map(|g| *g)
+    }
+
+    /// Committed entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No entry is committed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The only writer of enforcement state.
 #[derive(Debug)]
 pub struct MapWriter {
     backend: Box<dyn MapBackend>,
     groups: Vec<CpuGroup>,
     mirror: BTreeMap<CgroupId, GroupId>,
+    /// The mirror, published for readers on other threads.
+    committed: Arc<Committed>,
     /// The cgroups this runtime enforced, with their paths: what it removes at shutdown. Kept
     /// across restarts (the mirror is rebuilt from the backend; this is not the backend's to
     /// know, since other tools may write the same shared maps).
@@ -59,10 +88,16 @@ impl MapWriter {
             backend,
             groups,
             mirror: BTreeMap::new(),
+            committed: Arc::new(Committed::default()),
             paths: BTreeMap::new(),
             telemetry,
             failpoints,
         }
+    }
+
+    /// The committed view, shared (the invocation's warm lane reads it).
+    pub fn committed(&self) -> Arc<Committed> {
+        Arc::clone(&self.committed)
     }
 
     /// The backend's name.
@@ -77,6 +112,10 @@ impl MapWriter {
         match self.backend.entries() {
             Ok(entries) => {
                 self.mirror = entries.into_iter().collect();
+                self.committed.0.clear();
+                for (cgroup, group) in &self.mirror {
+                    self.committed.0.insert(*cgroup, *group);
+                }
                 self.paths.retain(|id, _| self.mirror.contains_key(id));
                 self.telemetry
                     .enforcement_entries
@@ -116,6 +155,7 @@ impl Supervised for MapWriter {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.telemetry.count_restart(ActorKind::MapWriter);
         self.mirror.clear();
+        self.committed.0.clear();
     }
 }
 
@@ -161,6 +201,7 @@ impl Handler<EnforceGroup> for MapWriter {
             enforcement.commit_time = start.elapsed();
             enforcement.handled_at = Some(handled_at);
             self.mirror.insert(msg.cgroup.id, msg.group);
+            self.committed.0.insert(msg.cgroup.id, msg.group);
             self.telemetry
                 .enforcements_committed
                 .fetch_add(1, Ordering::Relaxed);
@@ -182,7 +223,18 @@ impl Handler<RemoveEnforcement> for MapWriter {
 
     fn handle(&mut self, msg: RemoveEnforcement, ctx: &mut Context<Self>) -> Self::Result {
         guard::<Self, _, _>(NAME, "RemoveEnforcement", ctx, || {
-            let removed = self.backend.remove(&msg.cgroup)?;
+            // Unpublished first: from here on no warm lane hands the container out.
+            self.committed.0.remove(&msg.cgroup.id);
+            let removed = match self.backend.remove(&msg.cgroup) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    // Still committed: publish it again, as the mirror still has it.
+                    if let Some(group) = self.mirror.get(&msg.cgroup.id) {
+                        self.committed.0.insert(msg.cgroup.id, *group);
+                    }
+                    return Err(e);
+                }
+            };
             self.mirror.remove(&msg.cgroup.id);
             self.paths.remove(&msg.cgroup.id);
             self.telemetry
@@ -215,6 +267,7 @@ impl Handler<ClearEnforcements> for MapWriter {
             let mut removed = 0;
             for cgroup in owned {
                 let id = cgroup.id;
+                self.committed.0.remove(&id);
                 if self.backend.remove(&cgroup)? {
                     removed += 1;
                 }

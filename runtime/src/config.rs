@@ -113,6 +113,11 @@ pub struct ContainersConfig {
     /// How often idle containers are checked against the keep-alive.
     #[serde(default = "default_reap_period_ms")]
     pub reap_period_ms: u64,
+    /// The warm lane: an invocation that finds an idle container whose enforcement onto its
+    /// group is already committed runs on the caller's tokio runtime with no message to the
+    /// actors (no thread hop). Default `true`; `false` sends every invocation through them.
+    #[serde(default = "default_true")]
+    pub warm_lane: bool,
 }
 
 fn default_keep_alive_ms() -> u64 {
@@ -134,6 +139,7 @@ impl Default for ContainersConfig {
             keep_alive_ms: default_keep_alive_ms(),
             max_warm: default_max_warm(),
             reap_period_ms: default_reap_period_ms(),
+            warm_lane: true,
         }
     }
 }

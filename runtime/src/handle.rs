@@ -205,6 +205,31 @@ impl RuntimeHandle {
         let payload = payload.into();
         let caller = std::thread::current().id();
         let submitted = Instant::now();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if let Some(leased) = invocation::warm_checkout(&shared, &function) {
+                // Spawned, not awaited in place, so that it runs to completion (the container
+                // and the permit go back) even if the caller stops awaiting.
+                let ran = runtime.spawn(async move {
+                    let ran_on = std::thread::current().id();
+                    let result = invocation::run_warm(shared, function, leased, payload).await;
+                    drop(in_progress);
+                    (result, ran_on, Instant::now())
+                });
+                let (result, ran_on, sent) = ran.await.map_err(|e| {
+                    RuntimeError::from(ActorError::HandlerPanicked {
+                        actor: "warm lane",
+                        message: "invoke",
+                        detail: e.to_string(),
+                    })
+                })?;
+                let mut result = result?;
+                let resumed = std::thread::current().id();
+                result.timings.reply = sent.elapsed();
+                result.timings.total = submitted.elapsed();
+                result.thread_hops = u32::from(caller != ran_on) + u32::from(ran_on != resumed);
+                return Ok(result);
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let spawned = self.inner.arbiter.spawn(async move {
             let result = invocation::run(shared, function, payload, submitted, caller).await;
@@ -246,6 +271,7 @@ impl RuntimeHandle {
             invocations_completed: s.completed.load(Ordering::Relaxed),
             invocations_failed: s.failed.load(Ordering::Relaxed),
             invocations_unenforced: s.unenforced.load(Ordering::Relaxed),
+            invocations_warm_lane: s.lane_invocations.load(Ordering::Relaxed),
             queue_timeouts: t.queue_timeouts.load(Ordering::Relaxed),
             cold_starts: t.cold_starts.load(Ordering::Relaxed),
             warm_starts: t.warm_starts.load(Ordering::Relaxed),

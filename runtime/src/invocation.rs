@@ -1,7 +1,16 @@
-//! One invocation end to end, and what it reports. The whole path after the hand-off runs on
-//! the actix System thread as one spawned future, so actor-to-actor messages stay on that
-//! thread (about half a microsecond each) and the invocation crosses between the worker's
-//! thread and the actix thread exactly twice: once in, once out.
+//! One invocation end to end, and what it reports. It takes one of two paths.
+//!
+//! **The warm lane** (`containers.warm_lane`, on by default): when a permit is free, the policy
+//! picks a group, and the function has an idle container whose enforcement onto that group the
+//! map writer has already committed (its shared committed view says so), the caller's own tokio
+//! runtime does everything: take the permit, take the container, run, return both. No message,
+//! no hop to the actix thread; nothing is written, since the enforcement already stands.
+//!
+//! **The actor path**, for everything else (no free permit: wait in the queue; no idle
+//! container: cold start; one on another group: re-enforce). After the hand-off it runs on the
+//! actix System thread as one spawned future, so actor-to-actor messages stay on that thread
+//! (about half a microsecond each) and the invocation crosses between the worker's thread and
+//! the actix thread exactly twice: once in, once out.
 //!
 //! ```text
 //! worker thread            actix System thread
@@ -20,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use corral_actors::config::GroupId;
 pub use corral_actors::messages::EnforcementParts;
+use corral_actors::lease::GroupLease;
 use corral_actors::messages::{
     AcquireContainer, AcquireLease, LeasedContainer, ReleaseContainer, StartKind,
 };
@@ -72,8 +82,12 @@ pub struct InvocationResult {
     pub start: StartKind,
     /// Where the time went.
     pub timings: InvocationTimings,
-    /// Thread hops between the caller's thread and the actix thread (2 from a worker thread).
+    /// Thread hops: between the caller's thread and the actix thread (2 from a worker
+    /// thread), or, on the warm lane, between the caller's thread and the worker thread that
+    /// ran the invocation (0 when they are the same).
     pub thread_hops: u32,
+    /// Served by the warm lane: no message to the actors, no hop to the actix thread.
+    pub warm_lane: bool,
 }
 
 /// Runs one invocation on the actix thread. `submitted` and `caller` describe the `invoke` call.
@@ -131,14 +145,7 @@ async fn run_inner(
         .await
         .map_err(ActorError::mailbox("resource tracker", "AcquireLease"))??;
     let queue_wait = lease.queue_wait();
-    let LeasedContainer {
-        container,
-        lease,
-        start,
-        cold_start,
-        enforcement,
-        enforcement_parts,
-    } = shared
+    let leased = shared
         .containers
         .send(AcquireContainer {
             function: function.clone(),
@@ -146,7 +153,38 @@ async fn run_inner(
         })
         .await
         .map_err(ActorError::mailbox("container manager", "AcquireContainer"))??;
+    let mut result = run_leased(shared, function, leased, payload, Release::Actor).await?;
+    result.timings.handoff = picked_up.saturating_duration_since(submitted);
+    result.timings.queue_wait = queue_wait;
+    Ok(result)
+}
 
+/// How a container goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Through the container manager (`ReleaseContainer`).
+    Actor,
+    /// Into the warm lane's pool, on this thread; through the manager only when it must be
+    /// destroyed.
+    Lane,
+}
+
+/// Runs the function in a leased container, then returns the container and the permit.
+async fn run_leased(
+    shared: &Shared,
+    function: String,
+    leased: LeasedContainer,
+    payload: Vec<u8>,
+    how: Release,
+) -> Result<InvocationResult, RuntimeError> {
+    let LeasedContainer {
+        container,
+        lease,
+        start,
+        cold_start,
+        enforcement,
+        enforcement_parts,
+    } = leased;
     let t = Instant::now();
     let output = shared.backend.run(&container, payload).await;
     let run = t.elapsed();
@@ -156,15 +194,23 @@ async fn run_inner(
     let container_id = container.info.id.clone();
     let cgroup_id = container.info.cgroup.id.0;
     let t = Instant::now();
-    match shared
-        .containers
-        .send(ReleaseContainer { container, lease })
-        .await
-    {
-        Ok(Ok(())) => {}
-        // The manager adopts a container it lost; the permit went back with the lease.
-        Ok(Err(e)) => tracing::warn!(error = %e, container = container_id, "release failed"),
-        Err(e) => tracing::warn!(error = %e, container = container_id, "release not delivered"),
+    let back = match (how, &shared.lane) {
+        (Release::Lane, Some(lane)) => lane.checkin(container, lease).err(),
+        _ => Some((container, lease)),
+    };
+    if let Some((container, lease)) = back {
+        match shared
+            .containers
+            .send(ReleaseContainer { container, lease })
+            .await
+        {
+            Ok(Ok(())) => {}
+            // The manager adopts a container it lost; the permit went back with the lease.
+            Ok(Err(e)) => tracing::warn!(error = %e, container = container_id, "release failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, container = container_id, "release not delivered")
+            }
+        }
     }
     let release = t.elapsed();
 
@@ -177,8 +223,8 @@ async fn run_inner(
         cgroup_id,
         start,
         timings: InvocationTimings {
-            handoff: picked_up.saturating_duration_since(submitted),
-            queue_wait,
+            handoff: Duration::ZERO,
+            queue_wait: Duration::ZERO,
             cold_start,
             enforcement,
             enforcement_parts,
@@ -188,5 +234,61 @@ async fn run_inner(
             total: Duration::ZERO,
         },
         thread_hops: 0,
+        warm_lane: how == Release::Lane,
     })
+}
+
+/// The warm lane's checkout, on the caller's thread and with no message: a free permit, the
+/// policy's group, and an idle container of `function` whose enforcement onto that group is
+/// committed. `None` when any of them is missing (or the scheduler this runtime runs is not
+/// running, so that the detached policy is applied by the actor path); the caller then takes
+/// the actor path, which waits for a permit, cold-starts or enforces as needed.
+pub(crate) fn warm_checkout(shared: &Shared, function: &str) -> Option<LeasedContainer> {
+    let lane = shared.lane.as_ref()?;
+    if shared.when_detached.is_some() {
+        let status = shared.scheduler.lock().unwrap_or_else(|e| e.into_inner());
+        if status.state != SchedulerState::Running {
+            return None;
+        }
+    }
+    let permit = shared.limiter.try_admit()?;
+    // A panicking policy is the tracker's to report (on the actor path); here it only means
+    // no lane.
+    let group = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.placement.choose(function)
+    }))
+    .ok()?
+    .ok()?;
+    let checkout = lane.checkout(function, group)?;
+    let load = shared.placement.loads().get(group.0 as usize)?.take();
+    shared
+        .telemetry
+        .leases_granted
+        .fetch_add(1, Ordering::Relaxed);
+    let lease = GroupLease::new(
+        group,
+        permit,
+        load,
+        Duration::ZERO,
+        Arc::clone(&shared.telemetry),
+    );
+    Some(checkout.hand_out(lease))
+}
+
+/// Runs an invocation the warm lane checked out, on the caller's tokio runtime.
+pub(crate) async fn run_warm(
+    shared: Arc<Shared>,
+    function: String,
+    leased: LeasedContainer,
+    payload: Vec<u8>,
+) -> Result<InvocationResult, RuntimeError> {
+    let result = run_leased(&shared, function, leased, payload, Release::Lane).await;
+    let counter = if result.is_ok() {
+        &shared.completed
+    } else {
+        &shared.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    shared.lane_invocations.fetch_add(1, Ordering::Relaxed);
+    result
 }

@@ -17,7 +17,7 @@ use corral_actors::config::{CpuGroup, GroupConfig};
 use corral_actors::container_backend::local::LocalBackend;
 use corral_actors::container_backend::sim::SimBackend;
 use corral_actors::container_backend::ContainerBackend;
-use corral_actors::container_manager::{ContainerManager, FunctionRegistry};
+use corral_actors::container_manager::{ContainerManager, FunctionRegistry, WarmLane};
 use corral_actors::lease::Limiter;
 use corral_actors::map_backend::cpuset::CpusetBackend;
 use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
@@ -58,6 +58,10 @@ pub(crate) struct Shared {
     pub(crate) when_detached: Option<crate::config::DetachedPolicy>,
     /// Invocations that started while the scheduler was down and ran anyway.
     pub(crate) unenforced: AtomicU64,
+    /// The warm lane, unless `containers.warm_lane = false`.
+    pub(crate) lane: Option<Arc<WarmLane>>,
+    /// Invocations served by the warm lane.
+    pub(crate) lane_invocations: AtomicU64,
 }
 
 /// The entry point.
@@ -392,14 +396,15 @@ async fn setup(
     }
     let enforcement_backend = map_backend.name();
 
-    let writer = {
+    let (writer, committed) = {
         let writer = MapWriter::new(
             map_backend,
             groups.clone(),
             Arc::clone(&telemetry),
             Arc::clone(&failpoints),
         );
-        Supervisor::start(move |_| writer)
+        let committed = writer.committed();
+        (Supervisor::start(move |_| writer), committed)
     };
     writer
         .send(PublishGroups {
@@ -432,9 +437,11 @@ async fn setup(
         groups.clone(),
         config.containers.pool(),
         writer.clone(),
+        committed,
         Arc::clone(&telemetry),
         Arc::clone(&failpoints),
     )?;
+    let lane = config.containers.warm_lane.then(|| manager.lane());
     let containers = Supervisor::start(move |_| manager);
 
     // The scheduler is loaded by the `bpf` plan's driver, or by a driver the caller injected.
@@ -482,6 +489,8 @@ async fn setup(
         actix_thread: std::thread::current().id(),
         when_detached: load_scheduler.then_some(config.enforcement.when_detached),
         unenforced: AtomicU64::new(0),
+        lane,
+        lane_invocations: AtomicU64::new(0),
     }))
 }
 

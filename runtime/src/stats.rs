@@ -50,6 +50,8 @@ pub struct StatsSnapshot {
     /// Invocations that started while the runtime's scheduler was not running and ran
     /// unenforced (`enforcement.when_detached = "run"`).
     pub invocations_unenforced: u64,
+    /// Invocations the warm lane served (no message to the actors, no hop).
+    pub invocations_warm_lane: u64,
     /// Lease requests that timed out.
     pub queue_timeouts: u64,
     /// Cold starts.

@@ -228,12 +228,20 @@ async fn twenty_thousand_invocations_from_64_callers_keep_the_limit_and_leak_not
     );
 }
 
-/// An invocation reports where its time went and crosses threads exactly twice (worker →
-/// actix, actix → worker); the first is cold, the next warm on the same container, both in the
-/// pinned group.
+/// An invocation reports where its time went. The cold one crosses threads exactly twice
+/// (worker → actix, actix → worker); the warm one, on the same container and already enforced
+/// onto the pinned group, takes the warm lane and crosses none. With the lane off, the warm
+/// one takes the actor path and its two hops.
 #[tokio::test]
-async fn invocation_reports_timings_and_two_thread_hops() {
+async fn invocation_reports_timings_and_thread_hops() {
+    for lane in [true, false] {
+        invocation_timings_and_hops(lane).await;
+    }
+}
+
+async fn invocation_timings_and_hops(lane: bool) {
     let mut c = config(2);
+    c.containers.warm_lane = lane;
     c.placement.policy = corral::PolicyKind::Pinned;
     c.placement.pinned.insert("echo".into(), "b".into());
     c.containers.sim_cold_start_us = 3_000;
@@ -263,7 +271,16 @@ async fn invocation_reports_timings_and_two_thread_hops() {
     assert!(warm.timings.run >= Duration::from_millis(1));
     assert!(warm.timings.total >= warm.timings.run + warm.timings.queue_wait);
     assert_eq!(cold.thread_hops, 2);
-    assert_eq!(warm.thread_hops, 2);
+    assert!(!cold.warm_lane);
+    assert_eq!(warm.warm_lane, lane);
+    assert_eq!(warm.thread_hops, if lane { 0 } else { 2 });
+    assert_eq!(runtime.stats().invocations_warm_lane, u64::from(lane));
+    assert_eq!(runtime.stats().warm_starts, 1);
+    // The lane writes nothing: one enforcement, at the cold start.
+    assert_eq!(
+        runtime.stats().enforcements_committed,
+        if lane { 1 } else { 2 }
+    );
     runtime.shutdown().await.unwrap();
 }
 

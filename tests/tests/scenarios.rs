@@ -11,13 +11,13 @@ use corral_actors::config::{
     PlacementConfig, PolicyKind, PoolConfig,
 };
 use corral_actors::container_backend::sim::SimBackend;
-use corral_actors::container_manager::{ContainerManager, FunctionRegistry};
+use corral_actors::container_manager::{ContainerManager, FunctionRegistry, WarmLane};
 use corral_actors::lease::Limiter;
 use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
 use corral_actors::map_writer::MapWriter;
 use corral_actors::messages::{
-    AcquireContainer, AcquireLease, ListEnforcements, RegisterFunction, ReleaseContainer,
-    SampleLoad, StartKind,
+    AcquireContainer, AcquireLease, LeasedContainer, ListEnforcements, RegisterFunction,
+    ReleaseContainer, RemoveEnforcement, SampleLoad, StartKind,
 };
 use corral_actors::placement::Placement;
 use corral_actors::pressure::PressureSource;
@@ -55,6 +55,7 @@ struct Plane {
     placement: Arc<Placement>,
     telemetry: Arc<Telemetry>,
     pressure: ScriptedPressure,
+    lane: Arc<WarmLane>,
 }
 
 struct PlaneSpec {
@@ -111,6 +112,7 @@ async fn start(spec: PlaneSpec, functions: &[&str]) -> Plane {
         telemetry.clone(),
         failpoints.clone(),
     );
+    let committed = writer_actor.committed();
     let writer = Supervisor::start(move |_| writer_actor);
     let tracker_actor = ResourceTracker::new(
         groups.clone(),
@@ -131,10 +133,12 @@ async fn start(spec: PlaneSpec, functions: &[&str]) -> Plane {
         groups,
         PoolConfig::default(),
         writer.clone(),
+        committed,
         telemetry.clone(),
         failpoints,
     )
     .expect("manager");
+    let lane = manager.lane();
     let containers = Supervisor::start(move |_| manager);
     for f in functions {
         containers
@@ -154,6 +158,7 @@ async fn start(spec: PlaneSpec, functions: &[&str]) -> Plane {
         placement,
         telemetry,
         pressure,
+        lane,
     }
 }
 
@@ -166,6 +171,111 @@ impl Plane {
             .await
             .unwrap()
     }
+}
+
+impl Plane {
+    /// A lease and its container through the actors.
+    async fn acquire(&self, function: &str) -> LeasedContainer {
+        let lease = self.lease(function).await.unwrap();
+        self.containers
+            .send(AcquireContainer {
+                function: function.to_string(),
+                lease,
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn release(&self, leased: LeasedContainer) {
+        self.containers
+            .send(ReleaseContainer {
+                container: leased.container,
+                lease: leased.lease,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A lease built the way the warm lane builds one: a free permit and the group's load.
+    fn lane_lease(&self, group: GroupId) -> corral_actors::lease::GroupLease {
+        corral_actors::lease::GroupLease::new(
+            group,
+            self.limiter.try_admit().expect("a free permit"),
+            self.placement.loads()[group.0 as usize].take(),
+            Duration::ZERO,
+            Arc::clone(&self.telemetry),
+        )
+    }
+}
+
+/// The warm lane hands out only an idle container whose enforcement onto the asked group the
+/// map writer has committed, and writes nothing itself. A container on another group, or
+/// whose entry the writer removed, is left to the actor path, which enforces it again; after
+/// that the lane takes it again.
+#[actix_rt::test]
+async fn warm_lane_hands_out_only_committed_containers() {
+    use std::sync::atomic::Ordering;
+    let plane = start(PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4), &["f"]).await;
+    assert!(plane.lane.checkout("f", GroupId(0)).is_none(), "nothing idle");
+
+    let cold = plane.acquire("f").await;
+    let (group, cgroup) = (cold.lease.group(), cold.container.info.cgroup.clone());
+    plane.release(cold).await;
+    let other = GroupId(1 - group.0);
+    assert!(
+        plane.lane.checkout("f", other).is_none(),
+        "enforced onto {group}, not {other}"
+    );
+
+    let commits = plane.telemetry.enforcements_committed.load(Ordering::Relaxed);
+    let leased = plane
+        .lane
+        .checkout("f", group)
+        .expect("idle and committed onto its group")
+        .hand_out(plane.lane_lease(group));
+    assert_eq!(leased.container.info.cgroup, cgroup);
+    assert_eq!(leased.start, StartKind::Warm);
+    assert_eq!(leased.container.enforcement.group, group);
+    assert_eq!(plane.maps.get(cgroup.id), Some(group));
+    assert_eq!(plane.limiter.in_flight(), 1);
+    plane
+        .lane
+        .checkin(leased.container, leased.lease)
+        .expect("room in the pool");
+    assert_eq!(plane.limiter.in_flight(), 0);
+    assert_eq!(
+        plane.telemetry.enforcements_committed.load(Ordering::Relaxed),
+        commits,
+        "the lane committed nothing"
+    );
+
+    plane
+        .writer
+        .send(RemoveEnforcement {
+            cgroup: cgroup.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        plane.lane.checkout("f", group).is_none(),
+        "no longer committed: the lane must not hand it out"
+    );
+    let again = plane.acquire("f").await;
+    assert_eq!(again.start, StartKind::Warm);
+    assert_eq!(again.container.info.cgroup, cgroup);
+    let regroup = again.lease.group();
+    assert_eq!(plane.maps.get(cgroup.id), Some(regroup), "enforced again");
+    plane.release(again).await;
+    let leased = plane
+        .lane
+        .checkout("f", regroup)
+        .expect("committed again")
+        .hand_out(plane.lane_lease(regroup));
+    plane.lane.checkin(leased.container, leased.lease).unwrap();
+    assert_eq!(plane.limiter.in_flight(), 0);
 }
 
 fn position(journal: &[JournalEvent], event: &JournalEvent) -> usize {
