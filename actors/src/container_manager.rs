@@ -267,20 +267,21 @@ impl WarmLane {
         Some(idle.info)
     }
 
-    /// Returns `container` to its pool and then drops `lease` (returning its permit), or, when
-    /// the pool is full or the function is gone, gives both back for the actor to destroy.
+    /// Returns `container` to its pool and then drops `lease` (returning its permit). When
+    /// the pool is full or the function is gone, gives both back (`Some`) for the actor to
+    /// destroy.
     pub fn checkin(
         &self,
         container: Container,
         lease: GroupLease,
-    ) -> Result<(), (Container, GroupLease)> {
+    ) -> Option<(Container, GroupLease)> {
         let function = &container.info.function;
         {
             let mut pools = self.pools();
             let keep = self.functions.get(function).is_some()
                 && pools.get(function).map_or(0, VecDeque::len) < self.max_warm(function);
             if !keep {
-                return Err((container, lease));
+                return Some((container, lease));
             }
             lock(&self.ledger).remove(&container.info.id);
             // The writer stamps every acknowledgement; the stand-in for a failed one has none.
@@ -301,7 +302,7 @@ impl WarmLane {
         });
         drop(container);
         drop(lease);
-        Ok(())
+        None
     }
 }
 
@@ -559,28 +560,27 @@ impl Handler<AcquireContainer> for ContainerManager {
         let me = ctx.address();
         let lease = msg.lease;
         let function = msg.function;
-        let prepared = guard::<Self, _, _>(NAME, "AcquireContainer", ctx, || {
-            self.failpoints.hit(points::ACQUIRE_CONTAINER);
-            let spec =
-                self.lane
-                    .functions
-                    .get(&function)
-                    .ok_or_else(|| ActorError::UnknownFunction {
+        let prepared =
+            guard::<Self, _, _>(NAME, "AcquireContainer", ctx, || {
+                self.failpoints.hit(points::ACQUIRE_CONTAINER);
+                let spec = self.lane.functions.get(&function).ok_or_else(|| {
+                    ActorError::UnknownFunction {
                         function: function.clone(),
-                    })?;
-            let group = self
-                .lane
-                .groups
-                .get(lease.group().0 as usize)
-                .cloned()
-                .ok_or_else(|| {
-                    ActorError::invalid("lease.group", lease.group(), "no such group")
+                    }
                 })?;
-            // Most recently used first, so the oldest idle containers age out.
-            let token = Arc::new(CheckoutToken);
-            let warm = self.lane.checkout_any(&function, &token);
-            Ok((spec, group, warm, token))
-        });
+                let group = self
+                    .lane
+                    .groups
+                    .get(lease.group().0 as usize)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ActorError::invalid("lease.group", lease.group(), "no such group")
+                    })?;
+                // Most recently used first, so the oldest idle containers age out.
+                let token = Arc::new(CheckoutToken);
+                let warm = self.lane.checkout_any(&function, &token);
+                Ok((spec, group, warm, token))
+            });
         let (backend, ledger, writer, telemetry, failpoints) = (
             Arc::clone(&self.backend),
             Arc::clone(&self.ledger),
@@ -684,7 +684,7 @@ impl Handler<ReleaseContainer> for ContainerManager {
         let outcome = guard::<Self, _, _>(NAME, "ReleaseContainer", ctx, || {
             self.failpoints.hit(points::RELEASE_CONTAINER);
             let ReleaseContainer { container, lease } = msg;
-            Ok(self.lane.checkin(container, lease).err())
+            Ok(self.lane.checkin(container, lease))
         });
         match outcome {
             Err(e) => Box::pin(futures::future::ready(Err(e))),

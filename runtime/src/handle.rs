@@ -5,8 +5,12 @@
 //! Thread hops: `invoke` costs two (worker → actix, actix → worker); `stats` costs none (it
 //! reads shared counters); `register` costs two.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -21,6 +25,7 @@ use corral_actors::messages::{
 };
 use corral_actors::telemetry::{ActorKind, JournalEvent};
 use corral_actors::ActorError;
+use futures::FutureExt;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::RuntimeError;
@@ -74,6 +79,60 @@ impl Drop for Inner {
         if self.state.load(Ordering::Acquire) != STOPPED {
             tracing::warn!("the last RuntimeHandle was dropped without shutdown(); stopping the actix System without cleanup");
             self.system.stop();
+        }
+    }
+}
+
+/// Polls a future in place and, if dropped before it completes, spawns the rest of it on
+/// `runtime`, so that it runs to completion anyway. The future is boxed, so it keeps its place
+/// in memory when its box moves into the spawned task.
+struct RunToCompletion<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    future: Option<Pin<Box<F>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<F: Future + Send + 'static> RunToCompletion<F>
+where
+    F::Output: Send + 'static,
+{
+    fn new(future: F, runtime: tokio::runtime::Handle) -> Self {
+        RunToCompletion {
+            future: Some(Box::pin(future)),
+            runtime,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for RunToCompletion<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let future = this
+            .future
+            .as_mut()
+            .expect("RunToCompletion polled after it completed");
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        this.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for RunToCompletion<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(rest) = self.future.take() {
+            // On a runtime that is shutting down the task is dropped instead: the container
+            // is then adopted back at the next reap and the permit returned with the lease.
+            drop(self.runtime.spawn(rest));
         }
     }
 }
@@ -205,28 +264,35 @@ impl RuntimeHandle {
         let payload = payload.into();
         let caller = std::thread::current().id();
         let submitted = Instant::now();
+        // The warm lane runs in place, on the caller's thread, and finishes on the caller's
+        // runtime if the caller stops awaiting (see `RunToCompletion`).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             if let Some(leased) = invocation::warm_checkout(&shared, &function) {
-                // Spawned, not awaited in place, so that it runs to completion (the container
-                // and the permit go back) even if the caller stops awaiting.
-                let ran = runtime.spawn(async move {
-                    let ran_on = std::thread::current().id();
-                    let result = invocation::run_warm(shared, function, leased, payload).await;
+                let run = async move {
+                    let result =
+                        AssertUnwindSafe(invocation::run_warm(shared, function, leased, payload))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|panic| {
+                                Err(ActorError::HandlerPanicked {
+                                    actor: "warm lane",
+                                    message: "invoke",
+                                    detail: corral_actors::supervision::panic_detail(
+                                        panic.as_ref(),
+                                    ),
+                                }
+                                .into())
+                            });
                     drop(in_progress);
-                    (result, ran_on, Instant::now())
-                });
-                let (result, ran_on, sent) = ran.await.map_err(|e| {
-                    RuntimeError::from(ActorError::HandlerPanicked {
-                        actor: "warm lane",
-                        message: "invoke",
-                        detail: e.to_string(),
-                    })
-                })?;
+                    (result, std::thread::current().id(), Instant::now())
+                };
+                let (result, finished_on, sent) = RunToCompletion::new(run, runtime).await;
                 let mut result = result?;
                 let resumed = std::thread::current().id();
                 result.timings.reply = sent.elapsed();
                 result.timings.total = submitted.elapsed();
-                result.thread_hops = u32::from(caller != ran_on) + u32::from(ran_on != resumed);
+                result.thread_hops =
+                    u32::from(caller != finished_on) + u32::from(finished_on != resumed);
                 return Ok(result);
             }
         }

@@ -28,8 +28,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use corral_actors::config::GroupId;
-pub use corral_actors::messages::EnforcementParts;
 use corral_actors::lease::GroupLease;
+pub use corral_actors::messages::EnforcementParts;
 use corral_actors::messages::{
     AcquireContainer, AcquireLease, LeasedContainer, ReleaseContainer, StartKind,
 };
@@ -195,7 +195,7 @@ async fn run_leased(
     let cgroup_id = container.info.cgroup.id.0;
     let t = Instant::now();
     let back = match (how, &shared.lane) {
-        (Release::Lane, Some(lane)) => lane.checkin(container, lease).err(),
+        (Release::Lane, Some(lane)) => lane.checkin(container, lease),
         _ => Some((container, lease)),
     };
     if let Some((container, lease)) = back {

@@ -239,6 +239,77 @@ async fn invocation_reports_timings_and_thread_hops() {
     }
 }
 
+/// The warm lane is taken from a `block_on` and from a task alike, with no hop either way.
+#[test]
+fn warm_lane_serves_block_on_and_tasks() {
+    let mut c = config(2);
+    c.functions.push(FunctionSpec::named("echo"));
+    let runtime = Runtime::start(c).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cold = rt.block_on(runtime.invoke("echo", b"x".to_vec())).unwrap();
+    let warm = rt.block_on(runtime.invoke("echo", b"y".to_vec())).unwrap();
+    assert!(!cold.warm_lane);
+    assert!(warm.warm_lane);
+    assert_eq!((warm.start, warm.thread_hops), (StartKind::Warm, 0));
+    let in_task = {
+        let runtime = runtime.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move { runtime.invoke("echo", b"z".to_vec()).await })
+                .await
+                .unwrap()
+        })
+        .unwrap()
+    };
+    assert!(in_task.warm_lane);
+    assert_eq!(in_task.output, b"z");
+    assert_eq!(in_task.container, cold.container);
+    rt.block_on(runtime.shutdown()).unwrap();
+}
+
+/// A warm-lane invocation whose caller stops awaiting still runs to completion: the rest is
+/// spawned on the caller's runtime, the container goes back warm and the permit is returned.
+#[tokio::test]
+async fn warm_lane_runs_to_completion_when_the_caller_stops_awaiting() {
+    let mut c = config(2);
+    let mut f = FunctionSpec::named("slow");
+    f.simulated_run_us = 200_000;
+    c.functions.push(f);
+    let runtime = Runtime::start(c).unwrap();
+    let cold = runtime.invoke("slow", Vec::new()).await.unwrap();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        runtime.invoke("slow", Vec::new()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller gave up before the 200 ms run");
+    assert_eq!(
+        runtime.stats().in_flight,
+        1,
+        "still running, still holding its permit"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while runtime.stats().invocations_completed < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            runtime.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = runtime.stats();
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(stats.invocations_warm_lane, 1);
+    assert_eq!(stats.warm_containers, 1, "the container went back warm");
+    let next = runtime.invoke("slow", Vec::new()).await.unwrap();
+    assert_eq!(next.container, cold.container);
+    assert_eq!(runtime.stats().cold_starts, 1);
+    runtime.shutdown().await.unwrap();
+}
+
 async fn invocation_timings_and_hops(lane: bool) {
     let mut c = config(2);
     c.containers.warm_lane = lane;

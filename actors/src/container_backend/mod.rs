@@ -4,9 +4,11 @@
 //! logic tests and large simulations).
 //!
 //! # Layout
+//! - [`cgroup_name`]: Docker, containerd and plain cgroup names, resolved to a cgroup v2 id.
 //! - [`local`]: cgroup v2 directories under a configurable parent, one command per invocation.
 //! - [`sim`]: synthetic containers with simulated cold-start and run times.
 
+pub mod cgroup_name;
 pub mod local;
 pub mod sim;
 

@@ -46,8 +46,8 @@ pub struct InvokeArgs {
     #[arg(long, default_value_t = 20_000)]
     pub round_trips: usize,
     /// Registered functions (each with a warm container) for the scale series, comma-separated;
-    /// empty for none.
-    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1_000, 10_000])]
+    /// `--functions` with no value for none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [10usize, 100, 1_000, 10_000])]
     pub functions: Vec<usize>,
 }
 
@@ -310,6 +310,7 @@ pub fn run(args: &InvokeArgs) -> Result<Vec<Figure>> {
         );
         let handle = Runtime::start(corral_config(c)?)?;
         let corral = tokio.block_on(corral_run(handle.clone(), c, per));
+        let lane = handle.stats().invocations_warm_lane;
         tokio.block_on(handle.shutdown())?;
         let mut corral = corral?;
         let baseline = Arc::new(Baseline::new(c, 2));
@@ -322,7 +323,8 @@ pub fn run(args: &InvokeArgs) -> Result<Vec<Figure>> {
                 format!("corral invoke at concurrency {c} (sim, 0 µs run)"),
                 &mut corral.latencies,
             )
-            .with("thread_hops", corral.hops),
+            .with("thread_hops", corral.hops)
+            .with("warm_lane_invocations", lane),
         );
         figures.push(Figure::rate(
             &format!("invoke_throughput_c{c}"),
@@ -365,6 +367,7 @@ pub fn run(args: &InvokeArgs) -> Result<Vec<Figure>> {
                 &mut samples,
             )
             .with("functions", n)
+            .with("warm_lane_invocations", stats.invocations_warm_lane)
             .with("warm_containers", stats.warm_containers)
             .with("mapped_cgroups", stats.enforcement_entries),
         );
