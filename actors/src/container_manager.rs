@@ -17,7 +17,7 @@
 //! enforcement; on release the container goes back to the pool (or is destroyed) before the
 //! lease's permit is released, so a waiting invocation finds it warm.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ impl Idle {
     }
 }
 
-type Pools = BTreeMap<String, VecDeque<Idle>>;
+type Pools = HashMap<String, VecDeque<Idle>>;
 
 /// A container out of the pool.
 #[derive(Debug)]
@@ -339,7 +339,7 @@ impl ContainerManager {
                 functions,
                 groups,
                 pool_config,
-                pools: Mutex::new(BTreeMap::new()),
+                pools: Mutex::new(HashMap::new()),
                 ledger: Arc::clone(&ledger),
                 committed,
                 telemetry: Arc::clone(&telemetry),

@@ -15,11 +15,14 @@ use corral_bpf::{
 use serde::Serialize;
 
 use super::check::cgroup2_root;
+use corral_actors::container_backend::cgroup_name::CgroupName;
 
 /// Map a cgroup to a group.
 #[derive(Debug, Args)]
 pub struct MapArgs {
-    /// The cgroup v2 directory: absolute, or relative to the cgroup2 mount.
+    /// The cgroup: a cgroup v2 directory (absolute, or relative to the cgroup2 mount, as
+    /// /proc/<pid>/cgroup prints it), Docker's docker/<64 hex> (cgroupfs driver) or
+    /// system.slice/docker-<64 hex>.scope (systemd driver), or containerd's path.
     pub cgroup: PathBuf,
     /// The group id (see `corral maps dump` for the published groups).
     pub group: u32,
@@ -38,7 +41,9 @@ pub struct MapArgs {
 /// Unmap a cgroup.
 #[derive(Debug, Args)]
 pub struct UnmapArgs {
-    /// The cgroup v2 directory: absolute, or relative to the cgroup2 mount.
+    /// The cgroup: a cgroup v2 directory (absolute, or relative to the cgroup2 mount, as
+    /// /proc/<pid>/cgroup prints it), Docker's docker/<64 hex> (cgroupfs driver) or
+    /// system.slice/docker-<64 hex>.scope (systemd driver), or containerd's path.
     pub cgroup: PathBuf,
     /// Where the maps are pinned.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -84,18 +89,19 @@ pub fn open_maps(pin_dir: &Path) -> Result<PinnedMaps> {
 
 /// A cgroup argument made absolute: relative paths are under the cgroup2 mount.
 pub fn resolve_cgroup(path: &Path) -> Result<PathBuf> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        let root = cgroup2_root().context(
-            "no cgroup2 file system is mounted, so a relative cgroup path means nothing",
-        )?;
-        root.join(path)
-    };
-    if !full.is_dir() {
-        bail!("{} is not a cgroup directory (give a cgroup v2 directory, e.g. /sys/fs/cgroup/corral/fn-a)", full.display());
-    }
-    Ok(full)
+    let text = path.to_str().with_context(|| {
+        format!(
+            "the cgroup {} is not valid UTF-8; name it as /proc/<pid>/cgroup prints it",
+            path.display()
+        )
+    })?;
+    let name = CgroupName::parse(text)?;
+    let root = cgroup2_root()
+        .context("no cgroup2 file system is mounted, so a cgroup name means nothing here")?;
+    let resolved = name.resolve(&root)?;
+    Ok(resolved
+        .path
+        .expect("a resolved cgroup name has its directory"))
 }
 
 pub fn map(args: MapArgs) -> Result<()> {
