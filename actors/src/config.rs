@@ -813,10 +813,15 @@ impl PoolConfig {
 pub struct FunctionSpec {
     /// Its name: letters, digits, `_` and `-`, at most 64 characters.
     pub name: String,
-    /// `local` backend: the command run inside the container per invocation. The payload is its
-    /// standard input and the result its standard output.
+    /// `local` and `containerd` backends: the command. In `exec` mode it runs once per
+    /// invocation (the payload is its standard input, the result its standard output); in
+    /// `server` mode it is started at the cold start and serves every invocation of its
+    /// container over the framed protocol of [`crate::container_backend::frame`].
     #[serde(default)]
     pub command: Vec<String>,
+    /// How the command serves invocations: `exec` (default) or `server`.
+    #[serde(default)]
+    pub mode: FunctionMode,
     /// Extra environment for the command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -834,10 +839,33 @@ pub struct FunctionSpec {
     /// `ActorError::FunctionTimedOut`. Default [`DEFAULT_TIMEOUT_MS`] (5 minutes).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The most bytes one invocation may answer; past it the command is killed (`exec`) or the
+    /// container destroyed (`server`) and the invocation fails with
+    /// `ActorError::OutputTooLarge`. Default [`DEFAULT_MAX_OUTPUT_BYTES`] (16 MiB).
+    #[serde(default)]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// The default `functions[].timeout_ms`: five minutes.
 pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
+
+/// The default `functions[].max_output_bytes`: 16 MiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 << 20;
+
+/// The largest `functions[].max_output_bytes`: 1 GiB (an answer is held in memory whole).
+pub const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+
+/// How a function's command serves invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionMode {
+    /// One process per invocation: payload on standard input, answer on standard output.
+    #[default]
+    Exec,
+    /// One long-running process per container, started at the cold start, serving one
+    /// invocation at a time over length-prefixed frames on its standard input and output.
+    Server,
+}
 
 impl FunctionSpec {
     /// A function with only a name (the `sim` backend needs nothing else).
@@ -850,7 +878,14 @@ impl FunctionSpec {
             keep_alive_ms: None,
             max_warm: None,
             timeout_ms: None,
+            mode: FunctionMode::Exec,
+            max_output_bytes: None,
         }
+    }
+
+    /// The most bytes one invocation may answer (`max_output_bytes`, or the default).
+    pub fn max_output(&self) -> u64 {
+        self.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES)
     }
 
     /// How long one invocation may run (`timeout_ms`, or the default).
@@ -870,6 +905,15 @@ impl FunctionSpec {
         }
         if let Some(ms) = self.timeout_ms {
             check_range("functions.timeout_ms", ms, 1, MAX_KEEP_ALIVE_MS, " ms")?;
+        }
+        if let Some(n) = self.max_output_bytes {
+            check_range(
+                "functions.max_output_bytes",
+                n,
+                1,
+                MAX_OUTPUT_BYTES,
+                " bytes",
+            )?;
         }
         if let Some(n) = self.max_warm {
             check_range("functions.max_warm", n, 0, MAX_LIMIT, "")?;

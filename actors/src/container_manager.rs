@@ -162,6 +162,7 @@ impl WarmCheckout {
                 spec: self.spec,
                 group: self.group,
                 enforcement: self.enforcement,
+                discard: false,
                 token: self.token,
             },
             lease,
@@ -278,7 +279,8 @@ impl WarmLane {
         let function = &container.info.function;
         {
             let mut pools = self.pools();
-            let keep = self.functions.get(function).is_some()
+            let keep = !container.discard
+                && self.functions.get(function).is_some()
                 && pools.get(function).map_or(0, VecDeque::len) < self.max_warm(function);
             if !keep {
                 return Some((container, lease));
@@ -635,6 +637,7 @@ impl Handler<AcquireContainer> for ContainerManager {
                             spec,
                             group,
                             enforcement,
+                            discard: false,
                             token,
                         },
                         lease,
@@ -664,6 +667,7 @@ impl Handler<AcquireContainer> for ContainerManager {
                             spec,
                             group,
                             enforcement: unenforced,
+                            discard: false,
                             token,
                         },
                         lease,

@@ -117,6 +117,37 @@ pub enum ActorError {
         /// Its timeout.
         timeout_ms: u64,
     },
+    /// An invocation answered more than its function's `max_output_bytes`.
+    #[error(
+        "function {function:?} answered more than its limit of {limit} bytes in container \
+         {container}; the output was dropped. Raise functions.max_output_bytes, or have the \
+         function answer less (write large results elsewhere and answer their location)"
+    )]
+    OutputTooLarge {
+        /// The function name.
+        function: String,
+        /// The container it ran in.
+        container: String,
+        /// Its `max_output_bytes`.
+        limit: u64,
+    },
+    /// A `server`-mode function's process died, or broke the framed protocol; its container
+    /// is destroyed and the next invocation cold-starts.
+    #[error(
+        "function {function:?} (server mode) in container {container}: {what}; the container \
+         is destroyed and the next invocation starts a new one. Its standard error ended with: \
+         {stderr:?}. The protocol is described in docs/architecture.md (\"Server mode\")"
+    )]
+    ServerFailed {
+        /// The function name.
+        function: String,
+        /// The container it ran in.
+        container: String,
+        /// What went wrong (exited with a status, closed its output, a malformed frame).
+        what: String,
+        /// The tail of its standard error.
+        stderr: String,
+    },
     /// A function ran and failed.
     #[error("function `{function}` in container `{container}` exited with {status}: {stderr}")]
     FunctionFailed {
@@ -182,6 +213,17 @@ fn shortened(value: String) -> String {
 }
 
 impl ActorError {
+    /// A `server`-mode container that failed this way cannot serve again (its process is dead,
+    /// was killed, or its protocol stream is out of step), so it is destroyed.
+    pub fn spoils_server(&self) -> bool {
+        matches!(
+            self,
+            ActorError::ServerFailed { .. }
+                | ActorError::FunctionTimedOut { .. }
+                | ActorError::OutputTooLarge { .. }
+        )
+    }
+
     /// Builds an [`ActorError::InvalidConfig`] (a value over 120 characters is shown cut).
     pub fn invalid(
         key: impl Into<String>,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use corral_actors::config::GroupId;
+use corral_actors::config::{FunctionMode, GroupId};
 use corral_actors::lease::GroupLease;
 pub use corral_actors::messages::EnforcementParts;
 use corral_actors::messages::{
@@ -185,9 +185,12 @@ async fn run_leased(
         enforcement,
         enforcement_parts,
     } = leased;
+    let mut container = container;
     let t = Instant::now();
     let output = shared.backend.run(&container, payload).await;
     let run = t.elapsed();
+    container.discard = container.spec.mode == FunctionMode::Server
+        && output.as_ref().is_err_and(ActorError::spoils_server);
 
     let group = container.group.id;
     let group_name = container.group.name.clone();

@@ -92,6 +92,9 @@ pub struct Container {
     pub group: CpuGroup,
     /// The committed enforcement.
     pub enforcement: Enforcement,
+    /// Set when a run left the container unusable (a `server`-mode process that died, hung
+    /// or broke the protocol): at release it is destroyed instead of going back to its pool.
+    pub discard: bool,
     /// Held only for its liveness: the manager's ledger watches it through a weak reference.
     #[allow(dead_code)]
     pub(crate) token: Arc<CheckoutToken>,
