@@ -9,6 +9,7 @@
 //! - [`sim`]: synthetic containers with simulated cold-start and run times.
 
 pub mod cgroup_name;
+pub mod frame;
 pub mod local;
 pub mod sim;
 
