@@ -45,7 +45,7 @@ pub use config::{
     RuntimeConfig, SchedulerMode,
 };
 pub use corral_actors::config::{
-    FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,
+    FunctionMode, FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,
     PlacementConfig, PolicyKind, PressureSourceKind,
 };
 pub use corral_actors::messages::StartKind;

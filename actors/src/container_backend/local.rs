@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
-use crate::config::FunctionSpec;
+use super::{local_server, CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
+use crate::config::{FunctionMode, FunctionSpec};
 use crate::error::ActorError;
 
 /// `statfs` magic of cgroup2.
@@ -69,6 +69,8 @@ pub struct LocalBackend {
     /// dropped: the backend removes every container under its parent, so two runtimes must
     /// never share one.
     lock: Arc<std::sync::Mutex<Option<File>>>,
+    /// The server processes of `server`-mode containers.
+    servers: local_server::Servers,
 }
 
 impl LocalBackend {
@@ -136,6 +138,7 @@ impl LocalBackend {
             created_parent,
             seq: Arc::new(AtomicU64::new(1)),
             lock: Arc::new(std::sync::Mutex::new(Some(lock))),
+            servers: Arc::default(),
         };
         let scan = backend.scan()?;
         for leftover in scan.ours {
@@ -216,7 +219,7 @@ pub fn cgroup_pids(dir: &Path) -> io::Result<Vec<i32>> {
 /// Kills every process in the cgroup `dir` (and its descendants): `cgroup.kill` where the
 /// kernel has it, else SIGKILL to each listed pid. Best effort: a process that already exited
 /// is no error.
-fn kill_all(dir: &Path) {
+pub(super) fn kill_all(dir: &Path) {
     let pids = cgroup_pids(dir).unwrap_or_default();
     if pids.is_empty() {
         return;
@@ -296,10 +299,50 @@ impl ContainerBackend for LocalBackend {
                 },
             })
         })();
-        futures::future::ready(result).boxed()
+        if spec.mode != FunctionMode::Server {
+            return futures::future::ready(result).boxed();
+        }
+        // Server mode: the server starts now, in the new cgroup, so a cold start includes it.
+        let (servers, spec) = (Arc::clone(&self.servers), spec.clone());
+        async move {
+            let info = result?;
+            let dir = info
+                .cgroup
+                .path
+                .clone()
+                .expect("local containers have a directory");
+            let (start_info, start_dir) = (info.clone(), dir.clone());
+            let started = tokio::task::spawn_blocking(move || {
+                local_server::start(&spec, &start_info, &start_dir)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ActorError::HandlerPanicked {
+                    actor: "local backend",
+                    message: "start a server",
+                    detail: e.to_string(),
+                })
+            });
+            match started {
+                Ok(server) => {
+                    servers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(info.id.clone(), server);
+                    Ok(info)
+                }
+                Err(e) => {
+                    // Nothing half-made stays: the cgroup goes with the failed start.
+                    let _ = tokio::task::spawn_blocking(move || remove_cgroup(&dir)).await;
+                    Err(e)
+                }
+            }
+        }
+        .boxed()
     }
 
     fn destroy(&self, container: &ContainerInfo) -> Result<(), ActorError> {
+        local_server::stop(&self.servers, &container.id);
         match &container.cgroup.path {
             Some(dir) => remove_cgroup(dir),
             None => Ok(()),
@@ -323,6 +366,20 @@ impl ContainerBackend for LocalBackend {
             .path
             .clone()
             .expect("local containers have a directory");
+        if spec.mode == FunctionMode::Server {
+            let servers = Arc::clone(&self.servers);
+            // The future owns what it needs: a snapshot of the container's fields.
+            let container = Container {
+                info: container.info.clone(),
+                spec: Arc::clone(&container.spec),
+                group: container.group.clone(),
+                enforcement: container.enforcement.clone(),
+                discard: false,
+                token: Arc::clone(&container.token),
+            };
+            return async move { local_server::run(servers, &container, &dir, payload).await }
+                .boxed();
+        }
         let enforcement = container.enforcement.clone();
         let group = container.group.name.clone();
         async move {
@@ -388,10 +445,49 @@ impl ContainerBackend for LocalBackend {
                     let _ = stdin.write_all(&payload).await;
                 }
             };
+            // Standard output up to the function's limit: one byte more means it wrote too
+            // much, and every process of the container is killed at once (so nothing keeps
+            // writing into a pipe nobody reads). Standard error: its last STDERR_TAIL bytes.
+            let limit = spec.max_output();
+            let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+            let kill_dir = dir.clone();
+            let read_out = async move {
+                let mut out = Vec::new();
+                if let Some(stdout) = stdout {
+                    stdout.take(limit + 1).read_to_end(&mut out).await?;
+                }
+                if out.len() as u64 > limit {
+                    kill_all(&kill_dir);
+                }
+                io::Result::Ok(out)
+            };
+            let read_err = async move {
+                let mut tail = Vec::new();
+                if let Some(mut stderr) = stderr {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match stderr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                tail.extend_from_slice(&buf[..n]);
+                                let excess = tail.len().saturating_sub(STDERR_TAIL);
+                                tail.drain(..excess);
+                            }
+                        }
+                    }
+                }
+                tail
+            };
             let timeout = spec.timeout();
-            let ran = async { tokio::join!(feed, child.wait_with_output()).1 };
-            let output = match tokio::time::timeout(timeout, ran).await {
-                Ok(output) => output.map_err(spawn_err)?,
+            let ran = async {
+                let (_, out, err) = tokio::join!(feed, read_out, read_err);
+                let status = child.wait().await;
+                (out, err, status)
+            };
+            let (out, err, status) = match tokio::time::timeout(timeout, ran).await {
+                Ok((out, err, status)) => {
+                    (out.map_err(spawn_err)?, err, status.map_err(spawn_err)?)
+                }
                 Err(_) => {
                     // The command (dropped with the future, kill_on_drop) and whatever it
                     // started: every process of the container, by cgroup.
@@ -402,6 +498,18 @@ impl ContainerBackend for LocalBackend {
                         timeout_ms: timeout.as_millis() as u64,
                     });
                 }
+            };
+            if out.len() as u64 > limit {
+                return Err(ActorError::OutputTooLarge {
+                    function: spec.name.clone(),
+                    container: id,
+                    limit,
+                });
+            }
+            let output = std::process::Output {
+                status,
+                stdout: out,
+                stderr: err,
             };
             if output.status.success() {
                 Ok(output.stdout)
@@ -458,7 +566,10 @@ fn cpu_set(cpus: &[u32]) -> libc::cpu_set_t {
 /// Runs in the child between fork and exec: writes the child's pid into each `cgroup.procs` fd
 /// and, given its group's CPUs, switches it to `SCHED_EXT` on one of them. Async-signal-safe:
 /// no allocation, no locks.
-fn join_cgroups_and_policy(fds: &[RawFd], sched_ext: Option<libc::cpu_set_t>) -> io::Result<()> {
+pub(super) fn join_cgroups_and_policy(
+    fds: &[RawFd],
+    sched_ext: Option<libc::cpu_set_t>,
+) -> io::Result<()> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let mut buf = [0u8; 16];

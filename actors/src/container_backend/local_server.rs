@@ -1,0 +1,295 @@
+//! `server` mode for the `local` backend: one long-running process per container, started at
+//! the cold start inside the container's cgroup, serving one invocation at a time over the
+//! framed protocol of [`super::frame`] on its standard input and output.
+//!
+//! The process's pipe ends are kept as plain non-blocking descriptors and registered with the
+//! tokio runtime of whoever runs an invocation, for that invocation only: a warm-lane
+//! invocation runs on the caller's runtime, an actor-path one on the actix thread's, and
+//! neither waits on the other's I/O driver. Its standard error is drained by a small thread
+//! into a bounded tail, so a chatty server never blocks on a full pipe and a failure can quote
+//! what it said last.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::unix::pipe;
+
+use super::frame::{self, FrameError, Reply};
+use super::{Container, ContainerInfo};
+use crate::config::FunctionSpec;
+use crate::error::ActorError;
+
+/// How much of a server's standard error is kept.
+const STDERR_TAIL: usize = 2048;
+
+/// The running servers of one backend, by container id.
+pub(super) type Servers = Arc<Mutex<HashMap<String, Server>>>;
+
+/// A container's server process.
+#[derive(Debug)]
+pub(super) struct Server {
+    child: Child,
+    /// Its standard input's write end and its standard output's read end, non-blocking;
+    /// `None` after a cancelled invocation lost them (the server is then unusable).
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Arc<Mutex<VecDeque<u8>>>,
+    /// The extra `cgroup.procs` files (v1 cpusets) the process has joined.
+    joined: Vec<PathBuf>,
+}
+
+fn lock(servers: &Servers) -> std::sync::MutexGuard<'_, HashMap<String, Server>> {
+    servers.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts `spec`'s command as the server of `container`, inside its cgroup (`dir`). Blocking
+/// (a fork): run it on the blocking pool.
+pub(super) fn start(
+    spec: &FunctionSpec,
+    container: &ContainerInfo,
+    dir: &Path,
+) -> Result<Server, ActorError> {
+    let spawn_err = |source| ActorError::Spawn {
+        function: spec.name.clone(),
+        command: spec.command.clone(),
+        container: container.id.clone(),
+        source,
+    };
+    let procs = dir.join("cgroup.procs");
+    let join = OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .map_err(|e| ActorError::cgroup("open", &procs, e))?;
+    let fd = join.as_raw_fd();
+    let mut cmd = Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..])
+        .envs(&spec.env)
+        .env("CORRAL_FUNCTION", &spec.name)
+        .env("CORRAL_CONTAINER", &container.id)
+        .env("CORRAL_MODE", "server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only makes async-signal-safe calls on memory prepared before the
+    // fork.
+    unsafe {
+        cmd.pre_exec(move || super::local::join_cgroups_and_policy(&[fd], None));
+    }
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    drop(join);
+    let (stdin, stdout, stderr) =
+        match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+            (Some(i), Some(o), Some(e)) => (OwnedFd::from(i), OwnedFd::from(o), e),
+            _ => unreachable!("all three were piped"),
+        };
+    for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+        if let Err(e) = set_nonblocking(fd) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err(e));
+        }
+    }
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
+    let sink = Arc::clone(&tail);
+    let drained = std::thread::Builder::new()
+        .name(format!("corral-stderr-{}", container.id))
+        .spawn(move || drain(stderr, &sink));
+    if let Err(e) = drained {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(spawn_err(e));
+    }
+    Ok(Server {
+        child,
+        stdin: Some(stdin),
+        stdout: Some(stdout),
+        stderr: tail,
+        joined: Vec::new(),
+    })
+}
+
+/// Keeps the last [`STDERR_TAIL`] bytes the server writes to its standard error.
+fn drain(mut stderr: impl Read, tail: &Mutex<VecDeque<u8>>) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.extend(&buf[..n]);
+        let excess = tail.len().saturating_sub(STDERR_TAIL);
+        tail.drain(..excess);
+    }
+}
+
+impl Server {
+    fn stderr_tail(&self) -> String {
+        let tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes: Vec<u8> = tail.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    }
+
+    /// What became of the process, after giving it a moment to finish exiting.
+    fn fate(&mut self) -> String {
+        for _ in 0..50 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return format!("the process {}", status);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        "the process is still running".into()
+    }
+
+    /// Moves the process into the enforcement's extra cgroups (the v1 cpusets of the `cpuset`
+    /// backend) when they changed since it last joined.
+    fn rejoin(&mut self, join: &[PathBuf]) -> Result<(), ActorError> {
+        if self.joined == join {
+            return Ok(());
+        }
+        let pid = self.child.id().to_string();
+        for procs in join {
+            fs::write(procs, &pid).map_err(|e| ActorError::cgroup("join", procs, e))?;
+        }
+        self.joined = join.to_vec();
+        Ok(())
+    }
+
+    /// One request and its reply, on the current runtime.
+    async fn exchange(&mut self, payload: &[u8], limit: u64) -> Result<Reply, ExchangeError> {
+        let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
+            return Err(ExchangeError::Lost);
+        };
+        let mut tx =
+            pipe::Sender::from_owned_fd_unchecked(stdin).map_err(ExchangeError::Register)?;
+        let mut rx =
+            pipe::Receiver::from_owned_fd_unchecked(stdout).map_err(ExchangeError::Register)?;
+        let written = frame::write_request(&mut tx, payload).await;
+        let reply = match written {
+            Ok(()) => frame::read_reply(&mut rx, limit)
+                .await
+                .map_err(ExchangeError::Frame),
+            Err(e) => Err(ExchangeError::Write(e)),
+        };
+        // Back to plain descriptors, for whichever runtime runs the next invocation.
+        self.stdin = tx.into_nonblocking_fd().ok();
+        self.stdout = rx.into_nonblocking_fd().ok();
+        reply
+    }
+}
+
+/// A server is never left behind: dropping it (at a destroy, on the blocking pool, or when a
+/// cancelled invocation loses it) kills the process and reaps it, which after SIGKILL is
+/// immediate.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+enum ExchangeError {
+    Lost,
+    Register(io::Error),
+    Write(io::Error),
+    Frame(FrameError),
+}
+
+/// Runs one invocation on `container`'s server. The server leaves the map for the invocation
+/// and goes back in any case (a destroy reaps a broken one).
+pub(super) async fn run(
+    servers: Servers,
+    container: &Container,
+    dir: &Path,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, ActorError> {
+    let spec = &container.spec;
+    let id = &container.info.id;
+    let failed = |what: String, stderr: String| ActorError::ServerFailed {
+        function: spec.name.clone(),
+        container: id.clone(),
+        what,
+        stderr,
+    };
+    let Some(mut server) = lock(&servers).remove(id) else {
+        return Err(failed(
+            "its server process is gone (it was lost by an invocation that was cancelled)".into(),
+            String::new(),
+        ));
+    };
+    let outcome = async {
+        server.rejoin(&container.enforcement.join)?;
+        let timeout = spec.timeout();
+        match tokio::time::timeout(timeout, server.exchange(&payload, spec.max_output())).await {
+            Err(_) => {
+                super::local::kill_all(dir);
+                Err(ActorError::FunctionTimedOut {
+                    function: spec.name.clone(),
+                    container: id.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            }
+            Ok(Ok(Reply::Ok(out))) => Ok(out),
+            Ok(Ok(Reply::Failed(message))) => Err(ActorError::FunctionFailed {
+                function: spec.name.clone(),
+                container: id.clone(),
+                status: "answered a failed reply (status 1)".into(),
+                stderr: message,
+            }),
+            Ok(Err(ExchangeError::Frame(FrameError::TooLarge { limit, .. }))) => {
+                Err(ActorError::OutputTooLarge {
+                    function: spec.name.clone(),
+                    container: id.clone(),
+                    limit,
+                })
+            }
+            Ok(Err(ExchangeError::Register(e))) => Err(failed(
+                format!(
+                    "its pipes cannot be registered with the caller's tokio runtime ({e}); \
+                     build that runtime with its IO driver (enable_all)"
+                ),
+                String::new(),
+            )),
+            Ok(Err(ExchangeError::Lost)) => Err(failed(
+                "its pipes were lost by an invocation that was cancelled".into(),
+                String::new(),
+            )),
+            Ok(Err(ExchangeError::Write(e))) => {
+                let fate = server.fate();
+                Err(failed(
+                    format!("writing the request failed ({e}); {fate}"),
+                    server.stderr_tail(),
+                ))
+            }
+            Ok(Err(ExchangeError::Frame(e))) => {
+                let fate = server.fate();
+                Err(failed(format!("{e}; {fate}"), server.stderr_tail()))
+            }
+        }
+    }
+    .await;
+    lock(&servers).insert(id.clone(), server);
+    outcome
+}
+
+/// Stops `id`'s server, if it has one (blocking: run it on the blocking pool).
+pub(super) fn stop(servers: &Servers, id: &str) {
+    let server = lock(servers).remove(id);
+    drop(server);
+}
