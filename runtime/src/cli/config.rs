@@ -32,6 +32,10 @@ pub enum FunctionKind {
     Burst,
     /// Runs `command`.
     Command,
+    /// A `server`-mode function: `corral-serve` (installed next to `corral`), started once per
+    /// container, serves every invocation of it; the payload is its request (`spin <ms>`
+    /// burns that much CPU, anything else is echoed).
+    Serve,
 }
 
 /// One function and the load `corral run` puts on it.
@@ -147,6 +151,15 @@ impl WorkloadSpec {
                     threads.to_string(),
                 ]
             }
+            FunctionKind::Serve => {
+                if !self.command.is_empty() || self.cpu_ms.is_some() || self.threads.is_some() {
+                    bail!("workload[{i}]: a `serve` function runs corral-serve; command, cpu_ms and threads are not for it (put `spin <ms>` in payload to burn CPU)");
+                }
+                vec![Path::new(&spin)
+                    .with_file_name("corral-serve")
+                    .to_string_lossy()
+                    .into_owned()]
+            }
             FunctionKind::Command => {
                 if self.command.is_empty() {
                     bail!("workload[{i}].command is missing or empty: a `command` function needs a program");
@@ -159,6 +172,9 @@ impl WorkloadSpec {
         };
         let mut spec = FunctionSpec::named(self.function.clone());
         spec.command = command;
+        if self.kind == FunctionKind::Serve {
+            spec.mode = corral_actors::config::FunctionMode::Server;
+        }
         Ok(spec)
     }
 }
@@ -284,6 +300,18 @@ mod tests {
         let f = c.runtime.functions.iter().find(|f| f.name == "f").unwrap();
         assert_eq!(f.command, ["/bin/corral-spin", "--millis", "5"]);
         assert_eq!(c.loads[0].0, Load::OpenLoop { rate_per_s: 2.0 });
+    }
+
+    /// A serve workload registers a server-mode function run by corral-serve (next to the
+    /// corral binaries); command, cpu_ms and threads are refused for it.
+    #[test]
+    fn serve_workload_registers_a_server_function() {
+        let c = parse("[[workload]]\nfunction = \"s\"\nkind = \"serve\"\npayload = \"spin 5\"\nconcurrency = 2\nduration_s = 1\n").unwrap();
+        let f = c.runtime.functions.iter().find(|f| f.name == "s").unwrap();
+        assert_eq!(f.command, ["/bin/corral-serve"]);
+        assert_eq!(f.mode, corral_actors::config::FunctionMode::Server);
+        let err = parse("[[workload]]\nfunction = \"s\"\nkind = \"serve\"\ncpu_ms = 5\nconcurrency = 2\nduration_s = 1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("workload[0]"), "{err:#}");
     }
 
     /// Each invalid workload value is refused with an error naming its key.
