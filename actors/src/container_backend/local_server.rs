@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ pub(super) struct Server {
     /// `None` after a cancelled invocation lost them (the server is then unusable).
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
-    stderr: Arc<Mutex<VecDeque<u8>>>,
+    stderr: Arc<Tail>,
     /// The extra `cgroup.procs` files (v1 cpusets) the process has joined.
     joined: Vec<PathBuf>,
 }
@@ -105,7 +106,7 @@ pub(super) fn start(
             return Err(spawn_err(e));
         }
     }
-    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
+    let tail = Arc::new(Tail::default());
     let sink = Arc::clone(&tail);
     let drained = std::thread::Builder::new()
         .name(format!("corral-stderr-{}", container.id))
@@ -124,36 +125,55 @@ pub(super) fn start(
     })
 }
 
-/// Keeps the last [`STDERR_TAIL`] bytes the server writes to its standard error.
-fn drain(mut stderr: impl Read, tail: &Mutex<VecDeque<u8>>) {
+/// The last [`STDERR_TAIL`] bytes a server wrote to its standard error, and whether the
+/// stream has ended.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: Mutex<VecDeque<u8>>,
+    ended: AtomicBool,
+}
+
+/// Keeps the tail of what the server writes to its standard error, until it ends.
+fn drain(mut stderr: impl Read, tail: &Tail) {
     let mut buf = [0u8; 1024];
     while let Ok(n) = stderr.read(&mut buf) {
         if n == 0 {
-            return;
+            break;
         }
-        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-        tail.extend(&buf[..n]);
-        let excess = tail.len().saturating_sub(STDERR_TAIL);
-        tail.drain(..excess);
+        let mut bytes = tail.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        bytes.extend(&buf[..n]);
+        let excess = bytes.len().saturating_sub(STDERR_TAIL);
+        bytes.drain(..excess);
     }
+    tail.ended.store(true, Ordering::Release);
 }
 
 impl Server {
     fn stderr_tail(&self) -> String {
-        let tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        let bytes: Vec<u8> = tail.iter().copied().collect();
+        let bytes = self.stderr.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes: Vec<u8> = bytes.iter().copied().collect();
         String::from_utf8_lossy(&bytes).trim().to_string()
     }
 
-    /// What became of the process, after giving it a moment to finish exiting.
-    fn fate(&mut self) -> String {
-        for _ in 0..50 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return format!("the process {}", status);
+    /// What became of the process, and the tail of its standard error, after giving it up to
+    /// 200 ms to finish exiting and its standard error to reach its end (a process that broke
+    /// the protocol is usually on its way out, and its last words are what explains it).
+    async fn last_words(&mut self) -> (String, String) {
+        let mut status = None;
+        for _ in 0..200 {
+            if status.is_none() {
+                status = self.child.try_wait().ok().flatten();
             }
-            std::thread::sleep(Duration::from_millis(1));
+            if status.is_some() && self.stderr.ended.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        "the process is still running".into()
+        let fate = match status {
+            Some(status) => format!("the process {status}"),
+            None => "the process is still running".into(),
+        };
+        (fate, self.stderr_tail())
     }
 
     /// Moves the process into the enforcement's extra cgroups (the v1 cpusets of the `cpuset`
@@ -271,15 +291,15 @@ pub(super) async fn run(
                 String::new(),
             )),
             Ok(Err(ExchangeError::Write(e))) => {
-                let fate = server.fate();
+                let (fate, stderr) = server.last_words().await;
                 Err(failed(
                     format!("writing the request failed ({e}); {fate}"),
-                    server.stderr_tail(),
+                    stderr,
                 ))
             }
             Ok(Err(ExchangeError::Frame(e))) => {
-                let fate = server.fate();
-                Err(failed(format!("{e}; {fate}"), server.stderr_tail()))
+                let (fate, stderr) = server.last_words().await;
+                Err(failed(format!("{e}; {fate}"), stderr))
             }
         }
     }
