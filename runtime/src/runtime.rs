@@ -23,7 +23,7 @@ use corral_actors::map_backend::cpuset::CpusetBackend;
 use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
 use corral_actors::map_backend::MapBackend;
 use corral_actors::map_writer::MapWriter;
-use corral_actors::messages::{PublishGroups, RegisterFunction, StartScheduler};
+use corral_actors::messages::{PublishGroups, RegisterFunction, RemoveEnforcement, StartScheduler};
 use corral_actors::placement::Placement;
 use corral_actors::pressure::{open_source, PressureSource};
 use corral_actors::resource_tracker::ResourceTracker;
@@ -413,6 +413,25 @@ async fn setup(
         })
         .await
         .map_err(ActorError::mailbox("map writer", "PublishGroups"))??;
+
+    // Entries of containers an earlier run left behind (removed by the backend as it opened)
+    // would otherwise stay in shared maps for good.
+    for cgroup in parts.container_backend.reclaimed() {
+        let id = cgroup.id;
+        match writer.send(RemoveEnforcement { cgroup }).await {
+            Ok(Ok(true)) => tracing::info!(
+                cgroup = id.0,
+                "removed the enforcement entry of a container an earlier run left behind"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(cgroup = id.0, error = %e, "cannot remove a leftover container's enforcement entry")
+            }
+            Err(e) => {
+                tracing::warn!(cgroup = id.0, error = %e, "the map writer did not take RemoveEnforcement")
+            }
+        }
+    }
 
     let pressure = parts
         .pressure

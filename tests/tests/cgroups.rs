@@ -372,6 +372,64 @@ async fn foreign_cgroups_and_processes_under_the_parent_survive_start_run_and_sh
     assert!(!made.exists(), "corral's own parent, empty, is removed");
 }
 
+/// Start-up reclaims what a crashed run left in the maps too: the enforcement entry of a
+/// container it left behind goes with the container, so such entries do not creep toward the
+/// map's capacity; an entry for a cgroup corral does not know (another tool's mapping) stays,
+/// through start and shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_runs_map_entries_are_removed_at_start() {
+    use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
+    require_root();
+    let v2 = cgroup2_mount().expect("a cgroup2 mount");
+    let parent = v2.join(format!("corral-test-{}-reclaim", std::process::id()));
+    let leftover = parent.join("echo@9");
+    let _cleanup = Cleanup(vec![parent.clone(), leftover.clone()]);
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::create_dir(&leftover).unwrap();
+    xattr::set(&leftover, "trusted.corral.owner", b"corral-container").unwrap();
+    let stale = CgroupId(std::fs::metadata(&leftover).unwrap().ino());
+    let foreign = CgroupId(4242);
+
+    let maps = MemoryMaps::new();
+    let groups = validate_groups(&groups(), &[0, 1]).unwrap();
+    let mut crashed_run = MemoryBackend::new(maps.clone());
+    crashed_run
+        .enforce(
+            &CgroupRef {
+                id: stale,
+                path: Some(leftover.clone()),
+            },
+            &groups[1],
+        )
+        .unwrap();
+    crashed_run
+        .enforce(
+            &CgroupRef {
+                id: foreign,
+                path: None,
+            },
+            &groups[0],
+        )
+        .unwrap();
+
+    let runtime = Runtime::builder(local_config(&parent))
+        .memory_maps(maps.clone())
+        .start()
+        .unwrap();
+    assert!(!leftover.exists(), "the leftover container is removed");
+    assert_eq!(maps.get(stale), None, "and its map entry with it");
+    assert_eq!(
+        maps.get(foreign),
+        Some(GroupId(0)),
+        "not corral's to remove"
+    );
+    let r = runtime.invoke("echo", b"hi".to_vec()).await.unwrap();
+    assert_eq!(maps.get(CgroupId(r.cgroup_id)), Some(r.group));
+    runtime.shutdown().await.unwrap();
+    assert_eq!(maps.get(foreign), Some(GroupId(0)));
+    assert_eq!(maps.entries().len(), 1, "{:?}", maps.entries());
+}
+
 /// Two `cpuset` backends sharing the v1 prefix (two runtimes with their own cgroup parents
 /// and the default prefix) neither read back nor remove each other's cpusets, and the prefix
 /// goes only when the last one closes; a prefix directory corral did not create is refused by

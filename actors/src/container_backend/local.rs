@@ -71,6 +71,8 @@ pub struct LocalBackend {
     lock: Arc<std::sync::Mutex<Option<File>>>,
     /// The server processes of `server`-mode containers.
     servers: local_server::Servers,
+    /// The cgroups of an earlier run's containers removed at open.
+    reclaimed: Vec<CgroupRef>,
 }
 
 impl LocalBackend {
@@ -139,7 +141,9 @@ impl LocalBackend {
             seq: Arc::new(AtomicU64::new(1)),
             lock: Arc::new(std::sync::Mutex::new(Some(lock))),
             servers: Arc::default(),
+            reclaimed: Vec::new(),
         };
+        let mut backend = backend;
         let scan = backend.scan()?;
         for leftover in scan.ours {
             tracing::warn!(
@@ -147,6 +151,7 @@ impl LocalBackend {
                 "removing a container left behind by an earlier run"
             );
             backend.destroy(&leftover)?;
+            backend.reclaimed.push(leftover.cgroup);
         }
         if !scan.foreign.is_empty() {
             tracing::warn!(
@@ -525,6 +530,10 @@ impl ContainerBackend for LocalBackend {
             }
         }
         .boxed()
+    }
+
+    fn reclaimed(&self) -> Vec<CgroupRef> {
+        self.reclaimed.clone()
     }
 
     fn close(&self) -> Result<(), ActorError> {

@@ -130,4 +130,12 @@ pub trait ContainerBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Removes what the backend set up for itself (after every container is destroyed).
     fn close(&self) -> Result<(), ActorError>;
+
+    /// The cgroups of containers an earlier run left behind that this backend removed when it
+    /// opened (a crash, a second SIGINT). Their enforcement entries may still be in shared,
+    /// pinned maps; the runtime removes them at start so they do not creep toward the map's
+    /// capacity. Empty by default.
+    fn reclaimed(&self) -> Vec<CgroupRef> {
+        Vec::new()
+    }
 }
