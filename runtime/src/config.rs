@@ -274,6 +274,11 @@ pub enum DetachedPolicy {
     Run,
     /// Refuse it with `RuntimeError::SchedulerDetached`, so that nothing runs unplaced.
     Fail,
+    /// Confine it by cpuset instead: its container's cgroup v2 `cpuset.cpus` is set to its
+    /// group's CPUs before it runs (and cleared again at the container's first invocation
+    /// once the scheduler is back), counted in `StatsSnapshot::invocations_cpuset_fallback`.
+    /// Needs the `local` backend and the cpuset controller in `containers.cgroup_parent`.
+    Cpuset,
 }
 
 fn default_pin_dir() -> PathBuf {

@@ -338,6 +338,7 @@ impl RuntimeHandle {
             invocations_failed: s.failed.load(Ordering::Relaxed),
             invocations_unenforced: s.unenforced.load(Ordering::Relaxed),
             invocations_warm_lane: s.lane_invocations.load(Ordering::Relaxed),
+            invocations_cpuset_fallback: s.cpuset_fallback.load(Ordering::Relaxed),
             queue_timeouts: t.queue_timeouts.load(Ordering::Relaxed),
             cold_starts: t.cold_starts.load(Ordering::Relaxed),
             warm_starts: t.warm_starts.load(Ordering::Relaxed),

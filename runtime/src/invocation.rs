@@ -122,6 +122,7 @@ async fn run_inner(
     if shared.functions.get(&function).is_none() {
         return Err(ActorError::UnknownFunction { function }.into());
     }
+    let mut confine = false;
     if let Some(policy) = shared.when_detached {
         let status = shared.scheduler.lock().unwrap_or_else(|e| e.into_inner());
         if status.state != SchedulerState::Running {
@@ -134,6 +135,7 @@ async fn run_inner(
                 DetachedPolicy::Run => {
                     shared.unenforced.fetch_add(1, Ordering::Relaxed);
                 }
+                DetachedPolicy::Cpuset => confine = true,
             }
         }
     }
@@ -153,7 +155,12 @@ async fn run_inner(
         })
         .await
         .map_err(ActorError::mailbox("container manager", "AcquireContainer"))??;
-    let mut result = run_leased(shared, function, leased, payload, Release::Actor).await?;
+    let how = if confine {
+        Release::ActorConfined
+    } else {
+        Release::Actor
+    };
+    let mut result = run_leased(shared, function, leased, payload, how).await?;
     result.timings.handoff = picked_up.saturating_duration_since(submitted);
     result.timings.queue_wait = queue_wait;
     Ok(result)
@@ -164,6 +171,8 @@ async fn run_inner(
 enum Release {
     /// Through the container manager (`ReleaseContainer`).
     Actor,
+    /// The same, for an invocation the cpuset fallback confines (the scheduler is down).
+    ActorConfined,
     /// Into the warm lane's pool, on this thread; through the manager only when it must be
     /// destroyed.
     Lane,
@@ -186,6 +195,10 @@ async fn run_leased(
         enforcement_parts,
     } = leased;
     let mut container = container;
+    if let Err(e) = cpuset_fallback(shared, &container, how == Release::ActorConfined).await {
+        release(shared, container, lease, Release::Actor).await;
+        return Err(e);
+    }
     let t = Instant::now();
     let output = shared.backend.run(&container, payload).await;
     let run = t.elapsed();
@@ -197,24 +210,7 @@ async fn run_leased(
     let container_id = container.info.id.clone();
     let cgroup_id = container.info.cgroup.id.0;
     let t = Instant::now();
-    let back = match (how, &shared.lane) {
-        (Release::Lane, Some(lane)) => lane.checkin(container, lease),
-        _ => Some((container, lease)),
-    };
-    if let Some((container, lease)) = back {
-        match shared
-            .containers
-            .send(ReleaseContainer { container, lease })
-            .await
-        {
-            Ok(Ok(())) => {}
-            // The manager adopts a container it lost; the permit went back with the lease.
-            Ok(Err(e)) => tracing::warn!(error = %e, container = container_id, "release failed"),
-            Err(e) => {
-                tracing::warn!(error = %e, container = container_id, "release not delivered")
-            }
-        }
-    }
+    release(shared, container, lease, how).await;
     let release = t.elapsed();
 
     Ok(InvocationResult {
@@ -239,6 +235,87 @@ async fn run_leased(
         thread_hops: 0,
         warm_lane: how == Release::Lane,
     })
+}
+
+/// Returns a container and its lease: into the warm lane's pool when it came from the lane,
+/// else (or when it must be destroyed) through the container manager.
+async fn release(
+    shared: &Shared,
+    container: corral_actors::container_backend::Container,
+    lease: GroupLease,
+    how: Release,
+) {
+    let back = match (how, &shared.lane) {
+        (Release::Lane, Some(lane)) => lane.checkin(container, lease),
+        _ => Some((container, lease)),
+    };
+    if let Some((container, lease)) = back {
+        let id = container.info.id.clone();
+        match shared
+            .containers
+            .send(ReleaseContainer { container, lease })
+            .await
+        {
+            Ok(Ok(())) => {}
+            // The manager adopts a container it lost; the permit went back with the lease.
+            Ok(Err(e)) => tracing::warn!(error = %e, container = id, "release failed"),
+            Err(e) => tracing::warn!(error = %e, container = id, "release not delivered"),
+        }
+    }
+}
+
+/// `when_detached = "cpuset"`: confines a container by its own cgroup v2 `cpuset.cpus` (its
+/// group's CPUs) while the scheduler is down (`confine`), and clears that again at its first
+/// invocation once the scheduler is back, so the scheduler alone places it from then on. The
+/// writes run on the blocking pool; they happen only around a scheduler outage.
+async fn cpuset_fallback(
+    shared: &Shared,
+    container: &corral_actors::container_backend::Container,
+    confine: bool,
+) -> Result<(), RuntimeError> {
+    let id = container.info.cgroup.id.0;
+    let pinned = shared
+        .cpuset_pinned
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&id);
+    if !confine && !pinned {
+        return Ok(());
+    }
+    let Some(dir) = container.info.cgroup.path.clone() else {
+        return Ok(());
+    };
+    // A newline, not an empty write, to clear: a write of zero bytes never reaches the
+    // kernel's handler, and "\n" parses as the empty list (inherit the parent's CPUs).
+    let cpus = if confine {
+        corral_actors::config::format_cpu_list(&container.group.cpus)
+    } else {
+        "\n".to_string()
+    };
+    let file = dir.join("cpuset.cpus");
+    let written = {
+        let (file, cpus) = (file.clone(), cpus.clone());
+        tokio::task::spawn_blocking(move || std::fs::write(&file, cpus))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    };
+    written.map_err(|e| RuntimeError::from(ActorError::cgroup("write cpuset.cpus of", &dir, e)))?;
+    let mut set = shared
+        .cpuset_pinned
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if confine {
+        set.insert(id);
+        shared.cpuset_fallback.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            container = container.info.id,
+            cpus,
+            "the scheduler is down: confined by cpuset"
+        );
+    } else {
+        set.remove(&id);
+    }
+    Ok(())
 }
 
 /// The warm lane's checkout, on the caller's thread and with no message: a free permit, the

@@ -31,7 +31,9 @@ use corral_actors::supervision::Failpoints;
 use corral_actors::telemetry::Telemetry;
 use corral_actors::ActorError;
 
-use crate::config::{ContainerBackendKind, EnforcementKind, RuntimeConfig, ValidatedConfig};
+use crate::config::{
+    ContainerBackendKind, DetachedPolicy, EnforcementKind, RuntimeConfig, ValidatedConfig,
+};
 use crate::error::RuntimeError;
 use crate::handle::RuntimeHandle;
 
@@ -62,6 +64,11 @@ pub(crate) struct Shared {
     pub(crate) lane: Option<Arc<WarmLane>>,
     /// Invocations served by the warm lane.
     pub(crate) lane_invocations: AtomicU64,
+    /// Invocations confined by cpuset while the scheduler was down (`when_detached = "cpuset"`).
+    pub(crate) cpuset_fallback: AtomicU64,
+    /// Containers (cgroup ids) whose cpuset.cpus the fallback set: cleared at their next
+    /// invocation with the scheduler back.
+    pub(crate) cpuset_pinned: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// The entry point.
@@ -326,6 +333,40 @@ fn open_container_backend(
     })
 }
 
+/// `enforcement.when_detached = "cpuset"` confines containers through their own cgroup v2
+/// `cpuset.cpus`: that needs `local` containers under a parent whose children get the cpuset
+/// controller.
+fn check_cpuset_fallback(config: &RuntimeConfig, backend: &str) -> Result<(), RuntimeError> {
+    let refuse = |why: String| {
+        RuntimeError::from(ActorError::invalid(
+            "enforcement.when_detached",
+            "cpuset",
+            why,
+        ))
+    };
+    if backend != "local" {
+        return Err(refuse(format!(
+            "the cpuset fallback writes each container's cgroup v2 cpuset.cpus, and `{backend}` \
+             containers have none; use containers.backend = \"local\", or when_detached = \
+             \"run\" or \"fail\""
+        )));
+    }
+    let parent = config.containers.resolved_cgroup_parent()?;
+    let control = parent.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+    if !enabled.split_whitespace().any(|c| c == "cpuset") {
+        return Err(refuse(format!(
+            "{} does not enable the cpuset controller for its children (it has: {:?}), so \
+             containers have no cpuset.cpus (on a hybrid or v1 host cgroup2 offers no \
+             controllers); enable cpuset down to the parent, or use when_detached = \"run\" \
+             or \"fail\"",
+            control.display(),
+            enabled.trim()
+        )));
+    }
+    Ok(())
+}
+
 struct SetupParts {
     pressure: Option<Box<dyn PressureSource>>,
     map_backend: Option<Box<dyn MapBackend>>,
@@ -465,6 +506,9 @@ async fn setup(
 
     // The scheduler is loaded by the `bpf` plan's driver, or by a driver the caller injected.
     let load_scheduler = config.enforcement.load_scheduler && driver.is_some();
+    if load_scheduler && config.enforcement.when_detached == DetachedPolicy::Cpuset {
+        check_cpuset_fallback(config, parts.container_backend.name())?;
+    }
     let loader_actor = BpfLoader::new(
         support,
         if load_scheduler { driver } else { None },
@@ -510,6 +554,8 @@ async fn setup(
         unenforced: AtomicU64::new(0),
         lane,
         lane_invocations: AtomicU64::new(0),
+        cpuset_fallback: AtomicU64::new(0),
+        cpuset_pinned: Mutex::new(std::collections::HashSet::new()),
     }))
 }
 

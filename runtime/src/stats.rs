@@ -52,6 +52,9 @@ pub struct StatsSnapshot {
     pub invocations_unenforced: u64,
     /// Invocations the warm lane served (no message to the actors, no hop).
     pub invocations_warm_lane: u64,
+    /// Invocations confined by cpuset while the runtime's scheduler was down
+    /// (`enforcement.when_detached = "cpuset"`).
+    pub invocations_cpuset_fallback: u64,
     /// Lease requests that timed out.
     pub queue_timeouts: u64,
     /// Cold starts.

@@ -430,6 +430,61 @@ async fn a_crashed_runs_map_entries_are_removed_at_start() {
     assert_eq!(maps.entries().len(), 1, "{:?}", maps.entries());
 }
 
+/// `when_detached = "cpuset"` with `local` containers under a parent that gives its children
+/// no cpuset controller (this host's cgroup2 offers none) is refused at start, naming the
+/// key, the parent's subtree_control and the fix, and the parent corral made is removed.
+#[test]
+fn cpuset_fallback_without_the_cpuset_controller_is_refused() {
+    use corral_actors::bpf_loader::{LoaderTiming, SchedExtSupport, SchedulerDriver};
+    require_root();
+    let v2 = cgroup2_mount().expect("a cgroup2 mount");
+    let offered = std::fs::read_to_string(v2.join("cgroup.subtree_control")).unwrap_or_default();
+    assert!(
+        !offered.contains("cpuset"),
+        "this test needs a cgroup2 root without the cpuset controller (a hybrid host): {offered}"
+    );
+    let parent = v2.join(format!("corral-test-{}-nocpuset", std::process::id()));
+    let mut c = local_config(&parent);
+    c.enforcement.backend = EnforcementKind::Auto;
+    c.enforcement.when_detached = corral::DetachedPolicy::Cpuset;
+    #[derive(Debug)]
+    struct NeverAttaches;
+    impl SchedulerDriver for NeverAttaches {
+        fn attach(&mut self) -> Result<(), corral_actors::error::BoxError> {
+            Err("never attaches".into())
+        }
+        fn poll_exit(&mut self) -> Option<corral_actors::bpf_loader::SchedulerExit> {
+            None
+        }
+        fn is_attached(&self) -> bool {
+            false
+        }
+        fn detach(&mut self) -> Result<(), corral_actors::error::BoxError> {
+            Ok(())
+        }
+    }
+    let err = Runtime::builder(c)
+        .memory_maps(corral_actors::map_backend::memory::MemoryMaps::new())
+        .sched_ext_support(SchedExtSupport {
+            kernel: true,
+            btf: true,
+            privileged: true,
+        })
+        .scheduler_driver(Box::new(NeverAttaches))
+        .loader_timing(LoaderTiming::default())
+        .start()
+        .unwrap_err();
+    let text = err.to_string();
+    for needle in ["enforcement.when_detached", "subtree_control", "\"run\" or"] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+    assert!(
+        !parent.exists(),
+        "the parent corral made is removed: {}",
+        parent.display()
+    );
+}
+
 /// Two `cpuset` backends sharing the v1 prefix (two runtimes with their own cgroup parents
 /// and the default prefix) neither read back nor remove each other's cpusets, and the prefix
 /// goes only when the last one closes; a prefix directory corral did not create is refused by

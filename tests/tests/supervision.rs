@@ -481,6 +481,9 @@ async fn when_detached_runs_and_counts_or_refuses() {
                 );
                 assert_eq!(runtime.stats().invocations_unenforced, 0);
             }
+            corral::DetachedPolicy::Cpuset => {
+                unreachable!("sim containers have no cpuset (refused at start; tested below)")
+            }
         }
         driver.hold_attach(false);
         wait_running(&runtime).await;
@@ -492,6 +495,36 @@ async fn when_detached_runs_and_counts_or_refuses() {
         );
         assert_eq!((stats.in_flight, stats.available_permits), (0, stats.limit));
         runtime.shutdown().await.unwrap();
+    }
+}
+
+/// `when_detached = "cpuset"` needs containers with a cgroup v2 cpuset.cpus: with `sim`
+/// containers (and, in `tests/tests/cgroups.rs`, a parent without the cpuset controller) the
+/// runtime refuses to start, naming the key, the value and the choices, and leaves nothing
+/// running.
+#[test]
+fn cpuset_fallback_without_cpusets_is_refused_at_start() {
+    let mut c = config();
+    c.enforcement.backend = EnforcementKind::Auto;
+    c.enforcement.when_detached = corral::DetachedPolicy::Cpuset;
+    let err = Runtime::builder(c)
+        .memory_maps(MemoryMaps::new())
+        .sched_ext_support(SchedExtSupport {
+            kernel: true,
+            btf: true,
+            privileged: true,
+        })
+        .scheduler_driver(Box::new(FakeDriver::default()))
+        .start()
+        .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "enforcement.when_detached",
+        "cpuset",
+        "sim",
+        "\"run\" or \"fail\"",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
     }
 }
 

@@ -241,7 +241,7 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
 fn runtime_reattaches_after_the_scheduler_is_forced_out_and_keeps_placing() {
     require_guest();
     let _no_scheduler = crate::sched::without_shared_scheduler();
-    let (c, pin_dir, parent) = bpf_config("forced");
+    let (c, pin_dir, _parent) = bpf_config("forced");
 
     tokio_runtime().block_on(async {
         let runtime = Runtime::start(c).expect("start the runtime");
@@ -302,6 +302,86 @@ fn runtime_reattaches_after_the_scheduler_is_forced_out_and_keeps_placing() {
         }
         runtime.shutdown().await.expect("shutdown");
         assert!(maps.cgroups().entries().unwrap().is_empty());
+        drop(maps);
+        PinnedMaps::remove_pins(&pin_dir).unwrap();
+    });
+}
+
+/// `enforcement.when_detached = "cpuset"`: while the scheduler is down (forced out by
+/// sysrq-S, its reattach delayed by a 4 s backoff), invocations are confined by their
+/// container's own cgroup v2 `cpuset.cpus` (their group's CPU) instead of running unplaced,
+/// and counted; once the scheduler is back, a container's first invocation clears its
+/// `cpuset.cpus` again and the scheduler alone places it, with no violation.
+#[test]
+fn cpuset_fallback_confines_invocations_while_the_scheduler_is_down() {
+    require_guest();
+    let _no_scheduler = crate::sched::without_shared_scheduler();
+    let (mut c, pin_dir, parent) = bpf_config("fallback");
+    c.enforcement.when_detached = corral::DetachedPolicy::Cpuset;
+
+    tokio_runtime().block_on(async {
+        let runtime = Runtime::builder(c)
+            .loader_timing(corral_actors::bpf_loader::LoaderTiming {
+                initial_backoff: Duration::from_secs(4),
+                ..Default::default()
+            })
+            .start()
+            .expect("start the runtime");
+        let cpuset_of = |r: &corral::InvocationResult| {
+            std::fs::read_to_string(parent.join(&r.container).join("cpuset.cpus"))
+                .expect("the container's cpuset.cpus")
+                .trim()
+                .to_string()
+        };
+        for call in invoke_alternately(&runtime, 2) {
+            let r = call.await.unwrap().expect("invocation");
+            assert_ran_in_group(&r, "0");
+            assert_eq!(cpuset_of(&r), "", "no cpuset while the scheduler places");
+        }
+        assert_eq!(runtime.stats().invocations_cpuset_fallback, 0);
+
+        std::fs::write("/proc/sysrq-trigger", "S").expect("sysrq-S");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while runtime.stats().scheduler.state == SchedulerState::Running {
+            assert!(Instant::now() < deadline, "the loader never saw the exit");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for call in invoke_alternately(&runtime, 2) {
+            let r = call
+                .await
+                .unwrap()
+                .expect("invocation while the scheduler is down");
+            let cpu = assert_ran_in_group(&r, "0");
+            assert_eq!(cpuset_of(&r), cpu, "confined by its cgroup's cpuset");
+        }
+        assert_ne!(
+            runtime.stats().scheduler.state,
+            SchedulerState::Running,
+            "the scheduler came back before the fallback was seen: lengthen the backoff"
+        );
+        assert_eq!(runtime.stats().invocations_cpuset_fallback, 2);
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runtime.stats().scheduler.state != SchedulerState::Running {
+            assert!(Instant::now() < deadline, "no reattach after the backoff");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let maps = PinnedMaps::open(&pin_dir).unwrap();
+        for g in [0, 1] {
+            maps.stats().reset(g).unwrap();
+        }
+        for call in invoke_alternately(&runtime, 2) {
+            let r = call.await.unwrap().expect("invocation after the reattach");
+            assert_ran_in_group(&r, "0");
+            assert_eq!(cpuset_of(&r), "", "cleared once the scheduler is back");
+        }
+        for g in [0, 1] {
+            let s = maps.stats().read(g).unwrap();
+            assert!(s.runs > 0, "group {g}: {s:?}");
+            assert_eq!(s.violations, 0, "group {g}: {s:?}");
+        }
+        assert_eq!(runtime.stats().invocations_cpuset_fallback, 2);
+        runtime.shutdown().await.expect("shutdown");
         drop(maps);
         PinnedMaps::remove_pins(&pin_dir).unwrap();
     });
