@@ -77,6 +77,37 @@ pub struct RuntimeConfig {
     /// Functions registered at start (more can be registered later).
     #[serde(default)]
     pub functions: Vec<FunctionSpec>,
+    /// Prometheus metrics (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics: served in the OpenMetrics text format at `http://<listen>/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The address to serve on, e.g. `127.0.0.1:9464` (port 0 picks a free one; see
+    /// `RuntimeHandle::metrics_addr`). Unset: no server, and nothing is recorded.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The address, parsed; the error names the key and the fix.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ActorError> {
+        self.listen
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|e| {
+                    ActorError::invalid(
+                        "metrics.listen",
+                        text,
+                        format!("not an address ({e}); give an IP and a port, e.g. 127.0.0.1:9464"),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Which container backend runs functions. There is no default: a runtime that quietly
@@ -359,6 +390,7 @@ impl RuntimeConfig {
             containers: ContainersConfig::default(),
             enforcement: EnforcementConfig::default(),
             functions: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -400,6 +432,7 @@ impl RuntimeConfig {
         self.monitor.validate()?;
         self.placement.validate(&groups)?;
         self.containers.pool().validate()?;
+        self.metrics.address()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, f) in self.functions.iter().enumerate() {
             f.validate().map_err(|e| match e {

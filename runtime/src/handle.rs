@@ -269,20 +269,19 @@ impl RuntimeHandle {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             if let Some(leased) = invocation::warm_checkout(&shared, &function) {
                 let run = async move {
-                    let result =
-                        AssertUnwindSafe(invocation::run_warm(shared, function, leased, payload))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|panic| {
-                                Err(ActorError::HandlerPanicked {
-                                    actor: "warm lane",
-                                    message: "invoke",
-                                    detail: corral_actors::supervision::panic_detail(
-                                        panic.as_ref(),
-                                    ),
-                                }
-                                .into())
-                            });
+                    let result = AssertUnwindSafe(invocation::run_warm(
+                        shared, function, leased, payload, submitted,
+                    ))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(ActorError::HandlerPanicked {
+                            actor: "warm lane",
+                            message: "invoke",
+                            detail: corral_actors::supervision::panic_detail(panic.as_ref()),
+                        }
+                        .into())
+                    });
                     drop(in_progress);
                     (result, std::thread::current().id(), Instant::now())
                 };
@@ -312,6 +311,17 @@ impl RuntimeHandle {
         result.thread_hops +=
             u32::from(std::thread::current().id() != self.inner.shared.actix_thread);
         Ok(result)
+    }
+
+    /// The metrics in the OpenMetrics text format (what `/metrics` serves), or `None` when
+    /// `metrics.listen` is unset. A worker with its own HTTP server can serve this itself.
+    pub fn metrics_text(&self) -> Option<String> {
+        self.inner.shared.metrics.as_ref().map(|m| m.encode())
+    }
+
+    /// Where the metrics are served (`metrics.listen`, with the port the system picked for 0).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.shared.metrics_addr
     }
 
     /// A snapshot of the runtime's state, read without a message (no thread hop).

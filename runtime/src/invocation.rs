@@ -99,6 +99,7 @@ pub(crate) async fn run(
     caller: ThreadId,
 ) -> Result<InvocationResult, RuntimeError> {
     let picked_up = Instant::now();
+    let name = shared.metrics.as_ref().map(|_| function.clone());
     let result = run_inner(&shared, function, payload, submitted, picked_up).await;
     let counter = if result.is_ok() {
         &shared.completed
@@ -106,6 +107,9 @@ pub(crate) async fn run(
         &shared.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(name) = name {
+        record(&shared, &name, &result, submitted);
+    }
     result.map(|mut r| {
         r.thread_hops = u32::from(caller != shared.actix_thread);
         r
@@ -237,6 +241,36 @@ async fn run_leased(
     })
 }
 
+/// Records a finished invocation of a registered function in the metrics (an unknown name is
+/// not a label: a caller could otherwise grow the metrics without bound).
+fn record(
+    shared: &Shared,
+    function: &str,
+    result: &Result<InvocationResult, RuntimeError>,
+    submitted: Instant,
+) {
+    let Some(metrics) = &shared.metrics else {
+        return;
+    };
+    if shared.functions.get(function).is_none() {
+        return;
+    }
+    let (cold, enforcement) = match result {
+        Ok(r) => (
+            r.start == StartKind::Cold,
+            (!r.timings.enforcement.is_zero()).then_some(r.timings.enforcement),
+        ),
+        Err(_) => (false, None),
+    };
+    metrics.invocation(
+        function,
+        result.is_ok(),
+        cold,
+        submitted.elapsed(),
+        enforcement,
+    );
+}
+
 /// Returns a container and its lease: into the warm lane's pool when it came from the lane,
 /// else (or when it must be destroyed) through the container manager.
 async fn release(
@@ -361,7 +395,9 @@ pub(crate) async fn run_warm(
     function: String,
     leased: LeasedContainer,
     payload: Vec<u8>,
+    submitted: Instant,
 ) -> Result<InvocationResult, RuntimeError> {
+    let name = shared.metrics.as_ref().map(|_| function.clone());
     let result = run_leased(&shared, function, leased, payload, Release::Lane).await;
     let counter = if result.is_ok() {
         &shared.completed
@@ -369,6 +405,9 @@ pub(crate) async fn run_warm(
         &shared.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(name) = name {
+        record(&shared, &name, &result, submitted);
+    }
     shared.lane_invocations.fetch_add(1, Ordering::Relaxed);
     result
 }

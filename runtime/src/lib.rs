@@ -36,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod handle;
 pub mod invocation;
+pub mod metrics;
 pub mod runtime;
 pub mod stats;
 

@@ -36,6 +36,7 @@ use crate::config::{
 };
 use crate::error::RuntimeError;
 use crate::handle::RuntimeHandle;
+use crate::metrics::{GroupCollector, Metrics};
 
 /// What the handle and the invocation path share (all of it `Send + Sync`).
 #[derive(Debug)]
@@ -64,6 +65,10 @@ pub(crate) struct Shared {
     pub(crate) lane: Option<Arc<WarmLane>>,
     /// Invocations served by the warm lane.
     pub(crate) lane_invocations: AtomicU64,
+    /// Prometheus metrics, when `metrics.listen` is set.
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Where they are served.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Invocations confined by cpuset while the scheduler was down (`when_detached = "cpuset"`).
     pub(crate) cpuset_fallback: AtomicU64,
     /// Containers (cgroup ids) whose cpuset.cpus the fallback set: cleared at their next
@@ -203,6 +208,17 @@ impl RuntimeBuilder {
     fn start_validated(self, validated: ValidatedConfig) -> Result<RuntimeHandle, RuntimeError> {
         let support = self.support.clone().unwrap_or_else(SchedExtSupport::probe);
         let plan = plan_enforcement(&validated.raw, &support, self.map_backend.is_some())?;
+        // Bound before anything else starts, so a taken port fails the start cleanly.
+        let metrics_listener = match validated.raw.metrics.address()? {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                RuntimeError::from(ActorError::invalid(
+                    "metrics.listen",
+                    addr,
+                    format!("cannot listen there ({e}); choose a free port, or leave metrics.listen unset"),
+                ))
+            })?),
+            None => None,
+        };
         let container_backend = match self.container_backend {
             Some(b) => b,
             None => open_container_backend(&validated.raw)?,
@@ -226,6 +242,7 @@ impl RuntimeBuilder {
                         journal: self.journal,
                         failpoints: self.failpoints,
                         loader_timing: self.loader_timing,
+                        metrics_listener,
                     },
                 ));
                 let ok = setup.is_ok();
@@ -368,6 +385,7 @@ fn check_cpuset_fallback(config: &RuntimeConfig, backend: &str) -> Result<(), Ru
 }
 
 struct SetupParts {
+    metrics_listener: Option<std::net::TcpListener>,
     pressure: Option<Box<dyn PressureSource>>,
     map_backend: Option<Box<dyn MapBackend>>,
     container_backend: Arc<dyn ContainerBackend>,
@@ -533,7 +551,17 @@ async fn setup(
             .map_err(ActorError::mailbox("container manager", "RegisterFunction"))??;
     }
 
-    Ok(Arc::new(Shared {
+    let metrics_addr = parts
+        .metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
+    let group_metrics = matches!(plan, EnforcementPlan::Bpf).then(|| GroupCollector {
+        pin_dir: config.enforcement.pin_dir.clone(),
+        names: groups.iter().map(|g| g.name.clone()).collect(),
+    });
+    let shared = Arc::new_cyclic(|weak| Shared {
+        metrics: metrics_addr.map(|_| Arc::new(Metrics::new(weak.clone(), group_metrics))),
+        metrics_addr,
         tracker,
         containers,
         writer,
@@ -556,7 +584,15 @@ async fn setup(
         lane_invocations: AtomicU64::new(0),
         cpuset_fallback: AtomicU64::new(0),
         cpuset_pinned: Mutex::new(std::collections::HashSet::new()),
-    }))
+    });
+    if let (Some(listener), Some(metrics)) = (parts.metrics_listener, &shared.metrics) {
+        let metrics = Arc::clone(metrics);
+        Arbiter::current().spawn(crate::metrics::serve(
+            listener,
+            Arc::new(move || metrics.encode()),
+        ));
+    }
+    Ok(shared)
 }
 
 /// Convenience for tests and examples: one group per entry of `cpus`, named `g0`, `g1`, ...

@@ -278,5 +278,21 @@ fn maps_dump_resolves_cgroups_and_cpu_lists() {
     let entry = &view["cgroups"][0];
     assert_eq!(entry["cgroup_id"].as_u64().unwrap(), id);
     assert_eq!(entry["path"].as_str().unwrap(), cg.0.to_str().unwrap());
+
+    // `corral status --json` carries the same view under `maps`, and the scheduler's state.
+    let out = corral(&["status", "--json", "--pin-dir", pins.0.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["maps"]["cgroups"][0]["cgroup_id"].as_u64(), Some(id));
+    assert!(status["sched_ext"]["state"].is_string(), "{status}");
+    assert!(status.get("last_exit").is_some(), "{status}");
+    let out = corral(&[
+        "status",
+        "--json",
+        "--pin-dir",
+        "/sys/fs/bpf/corral-none-here",
+    ]);
+    let none: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(none["maps"].is_null(), "{none}");
     maps.cgroups().remove(id).unwrap();
 }

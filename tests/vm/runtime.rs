@@ -166,11 +166,27 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
     require_guest();
     // The runtime attaches its own scheduler; the suite's shared one must be off meanwhile.
     let _no_scheduler = crate::sched::without_shared_scheduler();
-    let (c, pin_dir, parent) = bpf_config("runtime");
+    let (mut c, pin_dir, parent) = bpf_config("runtime");
     assert_eq!(c.enforcement.mode, SchedulerMode::Full, "the default mode");
+    c.metrics.listen = Some("127.0.0.1:0".into());
 
     tokio_runtime().block_on(async {
         let runtime = Runtime::start(c).expect("start the runtime");
+        let metrics_url = format!("http://{}/metrics", runtime.metrics_addr().unwrap());
+        let scrape = || async {
+            reqwest::get(&metrics_url)
+                .await
+                .expect("scrape /metrics")
+                .text()
+                .await
+                .unwrap()
+        };
+        let sample = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in the scrape:\n{text}"))
+        };
+        let before = scrape().await;
         let status = runtime.scheduler_status().await.unwrap();
         assert_eq!(status.state, SchedulerState::Running, "{status:?}");
         assert_eq!(
@@ -188,6 +204,46 @@ fn runtime_runs_cpu_bound_functions_in_two_groups_without_violations() {
             starts.push(r.start);
         }
         assert!(starts.contains(&StartKind::Cold));
+
+        // The scheduler's per-group statistics, as Prometheus sees them, moved with the work.
+        let after = scrape().await;
+        for group in ["a", "b"] {
+            let runs = format!("corral_group_runs_total{{group=\"{group}\"}}");
+            assert!(
+                sample(&after, &runs) > sample(&before, &runs),
+                "{runs} did not move"
+            );
+            assert_eq!(
+                sample(
+                    &after,
+                    &format!("corral_group_violations_total{{group=\"{group}\"}}")
+                ),
+                0.0
+            );
+            assert!(
+                sample(
+                    &after,
+                    &format!("corral_group_runqueue_latency_seconds_count{{group=\"{group}\"}}")
+                ) > 0.0
+            );
+            assert!(
+                sample(
+                    &after,
+                    &format!("corral_group_oncpu_seconds_total{{group=\"{group}\"}}")
+                ) > 0.0
+            );
+        }
+        assert_eq!(
+            sample(&after, "corral_scheduler_state{state=\"running\"}"),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &after,
+                "corral_invocations_total{function=\"fa\",outcome=\"ok\"}"
+            ),
+            4.0
+        );
 
         let maps = PinnedMaps::open(&pin_dir).unwrap();
         let stats: Vec<_> = [0, 1]

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// status line every two seconds (the default otherwise, and for serial consoles), `none`.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Serve Prometheus metrics at http://<ADDR>/metrics while the workload runs (overrides
+    /// the configuration's metrics.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How `corral run` shows progress.
@@ -82,7 +86,10 @@ struct Counters {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let config = CliConfig::load(&args.config, &super::config::spin_binary()?)?;
+    let mut config = CliConfig::load(&args.config, &super::config::spin_binary()?)?;
+    if let Some(addr) = args.metrics {
+        config.runtime.metrics.listen = Some(addr.to_string());
+    }
     if config.workload.is_empty() {
         bail!(
             "{} has no [[workload]] entries, so there is nothing to run; add one (see examples/demo.toml)",

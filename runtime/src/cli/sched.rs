@@ -5,7 +5,8 @@
 //! backoff; the pinned maps, and with them every mapping, are kept.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -50,6 +51,10 @@ pub struct SchedArgs {
     /// to 30 s, reset after 60 s of stable running, as the runtime's loader does).
     #[arg(long)]
     pub no_restart: bool,
+    /// Serve Prometheus metrics at http://<ADDR>/metrics: the scheduler's state and exits, and
+    /// each group's run-queue latency, time on CPU and violations from the pinned maps.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the wait for the attached scheduler ended.
@@ -87,6 +92,19 @@ pub fn run(args: SchedArgs) -> Result<i32> {
         mode,
         ..SchedulerConfig::default()
     };
+    let daemon = Arc::new(corral::metrics::DaemonState::default());
+    if let Some(addr) = args.metrics {
+        let listener = std::net::TcpListener::bind(addr).with_context(|| {
+            format!("--metrics {addr}: cannot listen there; choose a free port")
+        })?;
+        let groups = corral::metrics::GroupCollector {
+            pin_dir: pin_dir.clone(),
+            names: validated.groups.iter().map(|g| g.name.clone()).collect(),
+        };
+        corral::metrics::serve_daemon(listener, groups, Arc::clone(&daemon))
+            .context("cannot start the metrics server")?;
+        println!("metrics at http://{addr}/metrics");
+    }
     let deadline = args
         .duration_s
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -99,6 +117,8 @@ pub fn run(args: SchedArgs) -> Result<i32> {
         let stop = match started {
             Ok(sched) => {
                 backoff.attached(Instant::now());
+                daemon.attached.store(true, Ordering::Relaxed);
+                daemon.attaches.fetch_add(1, Ordering::Relaxed);
                 match publish(&sched, &validated) {
                     Ok(()) => published_once = true,
                     Err(e) if !published_once => return Err(e),
@@ -113,7 +133,9 @@ pub fn run(args: SchedArgs) -> Result<i32> {
                     pin_dir.display()
                 );
                 let stop = watch(sched, &rx, deadline);
+                daemon.attached.store(false, Ordering::Relaxed);
                 if let Stop::Exited(info) = &stop {
+                    daemon.exits.fetch_add(1, Ordering::Relaxed);
                     println!("the scheduler exited on its own: {info}");
                     record_exit(&last_exit_file(&pin_dir), info);
                     last_error_exit = info.kind.is_error();

@@ -16,9 +16,17 @@ pub struct StatusArgs {
     /// Where the maps are pinned.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Print one JSON object instead: `sched_ext` (state and scheduler), `last_exit` (as
+    /// `corral sched` recorded it, or null) and `maps` (what `corral maps dump --json` prints,
+    /// or null when none are pinned).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
+    if args.json {
+        return print_json(&args);
+    }
     match corral_bpf::sched_ext_state() {
         Ok(state) => {
             let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops")
@@ -110,4 +118,28 @@ fn print_placement_health(view: &super::maps::MapsView) {
             );
         }
     }
+}
+
+fn print_json(args: &StatusArgs) -> Result<()> {
+    let sched_ext = match corral_bpf::sched_ext_state() {
+        Ok(state) => serde_json::json!({
+            "state": format!("{state:?}").to_lowercase(),
+            "ops": std::fs::read_to_string("/sys/kernel/sched_ext/root/ops")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        }),
+        Err(e) => serde_json::json!({ "state": "unavailable", "reason": e.to_string() }),
+    };
+    let last_exit = std::fs::read_to_string(last_exit_file(&args.pin_dir))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let maps = if Path::new(&args.pin_dir).exists() {
+        serde_json::to_value(read_view(&open_maps(&args.pin_dir)?)?)?
+    } else {
+        serde_json::Value::Null
+    };
+    let out = serde_json::json!({ "sched_ext": sched_ext, "last_exit": last_exit, "maps": maps });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
