@@ -10,11 +10,15 @@
 //! - [`remap`]: how long a loaded cgroup takes to run only on its new CPUs after one map update
 //!   (with `corral sched` attached) against one cgroup v2 `cpuset.cpus` write.
 //!
+//! - [`containers`]: cold-start and warm-invocation latency of real containers, `exec` mode
+//!   against `server` mode.
+//!
 //! Every part prints a table and, with `--json`, writes its figures as a JSON array of
 //! [`Figure`]s with stable keys; `cargo xtask bench` collects them into
 //! `target/bench/report.json`. Figures are medians and 99th percentiles of one run; compare
 //! ratios within a run.
 
+pub mod containers;
 pub mod enforce;
 pub mod invoke;
 pub mod remap;
@@ -50,6 +54,9 @@ pub enum Part {
     /// Time until a loaded cgroup runs only on its new CPUs: a map update (needs `corral sched`
     /// attached) or a cgroup v2 cpuset.cpus write.
     Remap(remap::RemapArgs),
+    /// Cold-start and warm-invocation latency of real containers, per backend and mode (exec:
+    /// a process per invocation; server: one warm process serving them all).
+    Containers(containers::ContainersArgs),
 }
 
 /// One measured figure. Latencies carry `p50` and `p99`; rates carry `value`.
@@ -150,6 +157,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         Part::Enforce(a) => enforce::run(&a)?,
         Part::Invoke(a) => invoke::run(&a)?,
         Part::Remap(a) => remap::run(&a)?,
+        Part::Containers(a) => containers::run(&a)?,
     };
     print_table(&figures);
     if let Some(path) = &args.json {
