@@ -148,4 +148,53 @@ fn daemonset_mounts_bpffs_and_cgroups_and_runs_corral_sched() {
         .find(|m| m["mountPath"] == "/sys/fs/bpf")
         .unwrap();
     assert_eq!(bpffs["mountPropagation"], "Bidirectional");
+
+    // The metrics port is annotated for Prometheus' pod discovery and is the one served.
+    let annotations = &kind("DaemonSet")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    let port = annotations["prometheus.io/port"].as_str().unwrap();
+    let at = args
+        .iter()
+        .position(|a| a == "--metrics")
+        .expect("--metrics");
+    assert!(args[at + 1].ends_with(&format!(":{port}")), "{args:?}");
+    assert_eq!(
+        container["ports"][0]["containerPort"].as_u64(),
+        port.parse().ok()
+    );
+}
+
+/// The example worker's unit runs the example binary on the shipped configuration, which
+/// corral accepts (it leaves the scheduler to corral-sched.service), and drains on SIGTERM.
+#[test]
+fn worker_unit_runs_the_example_worker_on_an_accepted_configuration() {
+    let unit = deploy("corral-worker.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let argv: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(argv[0], "/usr/local/bin/http_worker");
+    assert_eq!(argv[1], "/etc/corral/worker.toml");
+    assert!(argv[2].parse::<std::net::SocketAddr>().is_ok(), "{exec}");
+    assert!(unit.contains("KillSignal=SIGTERM"));
+    assert!(unit.contains("After=corral-sched.service"));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/http_worker.rs");
+    assert!(
+        example.is_file(),
+        "the unit's binary is built from {}",
+        example.display()
+    );
+
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/worker.toml"),
+    )
+    .unwrap();
+    let config = RuntimeConfig::from_toml_str(&config).unwrap();
+    config.validate_against(&[0, 1, 2, 3]).unwrap();
+    assert!(
+        !config.enforcement.load_scheduler,
+        "corral-sched runs the scheduler"
+    );
+    assert!(config.metrics.address().unwrap().is_some());
 }
