@@ -39,6 +39,8 @@ pub mod invocation;
 pub mod metrics;
 pub mod runtime;
 pub mod stats;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use bpf_enforcement::BpfMapBackend;
 pub use config::{

@@ -1,214 +1,18 @@
-//! Message-driven scenarios of the control plane: each test starts the actors in an actix
-//! System with the `sim` container backend and the `memory` map backend, sends a scripted
-//! sequence of messages, and checks the outcome against the maps, the journal and the limiter.
+//! Message-driven scenarios of the control plane, written on `corral::testkit` (the same kit
+//! worker authors get): each test starts the actors in an actix System with the `sim`
+//! container backend and the `memory` map backend, sends a scripted sequence of messages, and
+//! checks the outcome against the maps, the journal and the limiter.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Supervisor};
-use corral_actors::config::{
-    validate_groups, CpuGroup, FunctionSpec, GroupConfig, GroupId, LimiterConfig, MonitorConfig,
-    PlacementConfig, PolicyKind, PoolConfig,
-};
-use corral_actors::container_backend::sim::SimBackend;
-use corral_actors::container_manager::{ContainerManager, FunctionRegistry, WarmLane};
-use corral_actors::lease::Limiter;
-use corral_actors::map_backend::memory::{MemoryBackend, MemoryMaps};
-use corral_actors::map_writer::MapWriter;
+use corral::testkit::{Plane, PlaneSpec};
+use corral_actors::config::{GroupId, LimiterConfig, MonitorConfig, PolicyKind};
 use corral_actors::messages::{
-    AcquireContainer, AcquireLease, LeasedContainer, ListEnforcements, RegisterFunction,
-    ReleaseContainer, RemoveEnforcement, SampleLoad, StartKind,
+    AcquireContainer, ListEnforcements, ReleaseContainer, RemoveEnforcement, SampleLoad, StartKind,
 };
-use corral_actors::placement::Placement;
-use corral_actors::pressure::PressureSource;
-use corral_actors::resource_tracker::ResourceTracker;
-use corral_actors::supervision::Failpoints;
-use corral_actors::telemetry::{JournalEvent, Telemetry};
+use corral_actors::telemetry::JournalEvent;
 use corral_actors::ActorError;
-
-/// Pressure a test sets by hand.
-#[derive(Debug, Clone, Default)]
-struct ScriptedPressure(Arc<Mutex<f64>>);
-
-impl ScriptedPressure {
-    fn set(&self, value: f64) {
-        *self.0.lock().unwrap() = value;
-    }
-}
-
-impl PressureSource for ScriptedPressure {
-    fn sample(&mut self) -> Result<f64, ActorError> {
-        Ok(*self.0.lock().unwrap())
-    }
-    fn describe(&self) -> String {
-        "scripted".to_string()
-    }
-}
-
-/// The actors of one control plane plus what the test inspects.
-struct Plane {
-    tracker: Addr<ResourceTracker>,
-    containers: Addr<ContainerManager>,
-    writer: Addr<MapWriter>,
-    maps: MemoryMaps,
-    limiter: Arc<Limiter>,
-    placement: Arc<Placement>,
-    telemetry: Arc<Telemetry>,
-    pressure: ScriptedPressure,
-    lane: Arc<WarmLane>,
-}
-
-struct PlaneSpec {
-    groups: Vec<(&'static str, &'static str)>,
-    placement: PlacementConfig,
-    limiter: LimiterConfig,
-    monitor: MonitorConfig,
-}
-
-impl PlaneSpec {
-    fn new(groups: &[(&'static str, &'static str)], limit: usize) -> Self {
-        PlaneSpec {
-            groups: groups.to_vec(),
-            placement: PlacementConfig::default(),
-            limiter: LimiterConfig {
-                initial: limit,
-                min: 1,
-                max: limit.max(1),
-                queue_timeout_ms: 5_000,
-            },
-            monitor: MonitorConfig {
-                enabled: false,
-                ..MonitorConfig::default()
-            },
-        }
-    }
-}
-
-fn groups(spec: &[(&str, &str)]) -> Vec<CpuGroup> {
-    let configs: Vec<GroupConfig> = spec
-        .iter()
-        .map(|(name, cpus)| GroupConfig {
-            name: name.to_string(),
-            cpus: cpus.to_string(),
-            slice_us: 5_000,
-            order: Default::default(),
-            borrow: false,
-            exclusive: false,
-        })
-        .collect();
-    // A pretend 16-CPU machine: the memory backend never touches real CPUs.
-    validate_groups(&configs, &(0..16).collect::<Vec<_>>()).expect("valid groups")
-}
-
-async fn start(spec: PlaneSpec, functions: &[&str]) -> Plane {
-    let groups = groups(&spec.groups);
-    let telemetry = Arc::new(Telemetry::with_journal());
-    let failpoints = Arc::new(Failpoints::new());
-    let maps = MemoryMaps::new();
-    let pressure = ScriptedPressure::default();
-    let writer_actor = MapWriter::new(
-        Box::new(MemoryBackend::new(maps.clone())),
-        groups.clone(),
-        telemetry.clone(),
-        failpoints.clone(),
-    );
-    let committed = writer_actor.committed();
-    let writer = Supervisor::start(move |_| writer_actor);
-    let tracker_actor = ResourceTracker::new(
-        groups.clone(),
-        spec.placement,
-        spec.limiter,
-        spec.monitor,
-        Box::new(pressure.clone()),
-        telemetry.clone(),
-        failpoints.clone(),
-    )
-    .expect("tracker");
-    let limiter = tracker_actor.limiter();
-    let placement = tracker_actor.placement();
-    let tracker = Supervisor::start(move |_| tracker_actor);
-    let manager = ContainerManager::new(
-        Arc::new(SimBackend::new(Duration::from_millis(1))),
-        Arc::new(FunctionRegistry::default()),
-        groups,
-        PoolConfig::default(),
-        writer.clone(),
-        committed,
-        telemetry.clone(),
-        failpoints,
-    )
-    .expect("manager");
-    let lane = manager.lane();
-    let containers = Supervisor::start(move |_| manager);
-    for f in functions {
-        containers
-            .send(RegisterFunction {
-                spec: FunctionSpec::named(*f),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    Plane {
-        tracker,
-        containers,
-        writer,
-        maps,
-        limiter,
-        placement,
-        telemetry,
-        pressure,
-        lane,
-    }
-}
-
-impl Plane {
-    async fn lease(&self, function: &str) -> Result<corral_actors::lease::GroupLease, ActorError> {
-        self.tracker
-            .send(AcquireLease {
-                function: function.to_string(),
-            })
-            .await
-            .unwrap()
-    }
-}
-
-impl Plane {
-    /// A lease and its container through the actors.
-    async fn acquire(&self, function: &str) -> LeasedContainer {
-        let lease = self.lease(function).await.unwrap();
-        self.containers
-            .send(AcquireContainer {
-                function: function.to_string(),
-                lease,
-            })
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    async fn release(&self, leased: LeasedContainer) {
-        self.containers
-            .send(ReleaseContainer {
-                container: leased.container,
-                lease: leased.lease,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    /// A lease built the way the warm lane builds one: a free permit and the group's load.
-    fn lane_lease(&self, group: GroupId) -> corral_actors::lease::GroupLease {
-        corral_actors::lease::GroupLease::new(
-            group,
-            self.limiter.try_admit().expect("a free permit"),
-            self.placement.loads()[group.0 as usize].take(),
-            Duration::ZERO,
-            Arc::clone(&self.telemetry),
-        )
-    }
-}
 
 /// The warm lane hands out only an idle container whose enforcement onto the asked group the
 /// map writer has committed, and writes nothing itself. A container on another group, or
@@ -217,15 +21,15 @@ impl Plane {
 #[actix_rt::test]
 async fn warm_lane_hands_out_only_committed_containers() {
     use std::sync::atomic::Ordering;
-    let plane = start(PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4), &["f"]).await;
+    let plane = Plane::start(PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4), &["f"]).await;
     assert!(
         plane.lane.checkout("f", GroupId(0)).is_none(),
         "nothing idle"
     );
 
-    let cold = plane.acquire("f").await;
+    let cold = plane.acquire("f").await.unwrap();
     let (group, cgroup) = (cold.lease.group(), cold.container.info.cgroup.clone());
-    plane.release(cold).await;
+    plane.release(cold).await.unwrap();
     let other = GroupId(1 - group.0);
     assert!(
         plane.lane.checkout("f", other).is_none(),
@@ -272,12 +76,12 @@ async fn warm_lane_hands_out_only_committed_containers() {
         plane.lane.checkout("f", group).is_none(),
         "no longer committed: the lane must not hand it out"
     );
-    let again = plane.acquire("f").await;
+    let again = plane.acquire("f").await.unwrap();
     assert_eq!(again.start, StartKind::Warm);
     assert_eq!(again.container.info.cgroup, cgroup);
     let regroup = again.lease.group();
     assert_eq!(plane.maps.get(cgroup.id), Some(regroup), "enforced again");
-    plane.release(again).await;
+    plane.release(again).await.unwrap();
     let leased = plane
         .lane
         .checkout("f", regroup)
@@ -300,7 +104,7 @@ fn position(journal: &[JournalEvent], event: &JournalEvent) -> usize {
 /// commit before the hand-out.
 #[actix_rt::test]
 async fn enforcement_is_committed_before_container_is_handed_out() {
-    let plane = start(PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4), &["f"]).await;
+    let plane = Plane::start(PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4), &["f"]).await;
     for expected in [StartKind::Cold, StartKind::Warm] {
         let lease = plane.lease("f").await.unwrap();
         let group = lease.group();
@@ -359,7 +163,7 @@ async fn enforcement_is_committed_before_container_is_handed_out() {
 /// error, and the container goes back to the pool before the permit is released.
 #[actix_rt::test]
 async fn failed_enforcement_returns_container_and_permit() {
-    let plane = start(PlaneSpec::new(&[("a", "0-1")], 1), &["f"]).await;
+    let plane = Plane::start(PlaneSpec::new(&[("a", "0-1")], 1), &["f"]).await;
     plane.maps.fail_next(1);
     let lease = plane.lease("f").await.unwrap();
     let lease_id = lease.id();
@@ -417,7 +221,7 @@ async fn failed_enforcement_returns_container_and_permit() {
 /// and the journal records ContainerReturned before PermitReleased.
 #[actix_rt::test]
 async fn release_returns_container_before_permit() {
-    let plane = Arc::new(start(PlaneSpec::new(&[("a", "0-1")], 1), &["f"]).await);
+    let plane = Arc::new(Plane::start(PlaneSpec::new(&[("a", "0-1")], 1), &["f"]).await);
     let first = plane.lease("f").await.unwrap();
     let first_id = first.id();
     let leased = plane
@@ -504,7 +308,7 @@ async fn pinned_policy_places_each_function_on_its_configured_group() {
     ]
     .into_iter()
     .collect();
-    let plane = start(spec, &[]).await;
+    let plane = Plane::start(spec, &[]).await;
     for _ in 0..3 {
         assert_eq!(plane.lease("f").await.unwrap().group(), GroupId(1));
         assert_eq!(plane.lease("g").await.unwrap().group(), GroupId(2));
@@ -518,7 +322,7 @@ async fn pinned_policy_places_each_function_on_its_configured_group() {
     spec.placement.policy = PolicyKind::Pinned;
     spec.placement.pinned = [("f".to_string(), "b".to_string())].into_iter().collect();
     spec.placement.default_group = Some("a".to_string());
-    let plane = start(spec, &[]).await;
+    let plane = Plane::start(spec, &[]).await;
     assert_eq!(plane.lease("f").await.unwrap().group(), GroupId(1));
     assert_eq!(plane.lease("h").await.unwrap().group(), GroupId(0));
 }
@@ -529,7 +333,7 @@ async fn pinned_policy_places_each_function_on_its_configured_group() {
 async fn least_loaded_policy_balances_leases_per_cpu() {
     let mut spec = PlaneSpec::new(&[("small", "0-1"), ("large", "2-5")], 16);
     spec.placement.policy = PolicyKind::LeastLoaded;
-    let plane = start(spec, &[]).await;
+    let plane = Plane::start(spec, &[]).await;
     let mut held = Vec::new();
     for _ in 0..6 {
         held.push(plane.lease("f").await.unwrap());
@@ -552,7 +356,7 @@ async fn hash_policy_is_consistent_and_bounded() {
     let mut spec = PlaneSpec::new(&[("a", "0"), ("b", "1"), ("c", "2"), ("d", "3")], 64);
     spec.placement.policy = PolicyKind::Hash;
     spec.placement.load_factor = 1.25;
-    let plane = start(spec, &[]).await;
+    let plane = Plane::start(spec, &[]).await;
 
     // Consistent: with nothing held, every lease for a function lands on its home group.
     let mut homes = std::collections::BTreeSet::new();
@@ -611,7 +415,7 @@ async fn monitor_load_shrinks_under_pressure_and_grows_back() {
         grow_below: 10.0,
         ..MonitorConfig::default()
     };
-    let plane = start(spec, &[]).await;
+    let plane = Plane::start(spec, &[]).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(plane.lease("f").await.unwrap());
@@ -674,7 +478,7 @@ async fn monitor_load_samples_on_its_period() {
         period_ms: 10,
         ..MonitorConfig::default()
     };
-    let plane = start(spec, &[]).await;
+    let plane = Plane::start(spec, &[]).await;
     plane.pressure.set(99.0);
     tokio::time::timeout(Duration::from_secs(5), async {
         while plane.limiter.limit() != 2 {
@@ -689,7 +493,7 @@ async fn monitor_load_samples_on_its_period() {
 /// (the source of truth) rather than from memory.
 #[actix_rt::test]
 async fn map_writer_mirror_matches_backend() {
-    let plane = start(
+    let plane = Plane::start(
         PlaneSpec::new(&[("a", "0-1"), ("b", "2-3")], 4),
         &["f", "g"],
     )
