@@ -48,6 +48,13 @@ pub struct LimitChange {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct CloseAdmission;
 
+/// Stops the receiving actor so that its supervisor restarts it, rebuilding its state from
+/// the source of truth (the tracker's policy, the manager's pools from the backend, the
+/// writer's mirror from the maps), exactly as after a panic. Answers before it stops.
+#[derive(Debug, Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Restart;
+
 // ---- ContainerManager ----
 
 /// Registers a function so it can be invoked.

@@ -17,6 +17,27 @@ pub trait PressureSource: Send + Debug + 'static {
     fn describe(&self) -> String;
 }
 
+/// Pressure set by hand (scenarios, tests): every sample reads the value last set. Clones
+/// share the value, so one clone goes to the runtime and the other stays with the script.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedPressure(std::sync::Arc<std::sync::Mutex<f64>>);
+
+impl ScriptedPressure {
+    /// Sets the pressure the next sample reads (a percentage, like `/proc/pressure/cpu`).
+    pub fn set(&self, value: f64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
+impl PressureSource for ScriptedPressure {
+    fn sample(&mut self) -> Result<f64, ActorError> {
+        Ok(*self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+    fn describe(&self) -> String {
+        "scripted".to_string()
+    }
+}
+
 /// `/proc/pressure/cpu`, `some avg10`.
 #[derive(Debug)]
 pub struct PsiPressure {

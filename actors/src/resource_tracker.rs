@@ -195,3 +195,13 @@ impl Handler<CloseAdmission> for ResourceTracker {
         })
     }
 }
+
+/// Stops the actor; its supervisor restarts it (`Supervised::restarting`, then `started`).
+impl Handler<crate::messages::Restart> for ResourceTracker {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::Restart, ctx: &mut Context<Self>) {
+        tracing::info!(actor = NAME, "restart requested");
+        actix::ActorContext::stop(ctx);
+    }
+}

@@ -313,6 +313,45 @@ impl RuntimeHandle {
         Ok(result)
     }
 
+    /// Runs one `monitor_load` step now (pressure sampled, the limit resized within its
+    /// bounds) and answers what changed; the monitor also does this every period.
+    pub async fn sample_load(&self) -> Result<corral_actors::messages::LimitChange, RuntimeError> {
+        self.check_running()?;
+        let tracker = self.inner.shared.tracker.clone();
+        let answer = self
+            .on_actix(async move { tracker.send(corral_actors::messages::SampleLoad).await })
+            .await?;
+        Ok(answer.map_err(ActorError::mailbox("resource tracker", "SampleLoad"))??)
+    }
+
+    /// Stops one actor so that its supervisor restarts it and it rebuilds its state from the
+    /// source of truth, as after a panic (the restart shows in `stats().restarts`). For
+    /// operators who want a rebuild, and for scenarios that check one.
+    pub async fn restart_actor(&self, actor: ActorKind) -> Result<(), RuntimeError> {
+        self.check_running()?;
+        let s = &self.inner.shared;
+        let msg = corral_actors::messages::Restart;
+        let sent = match actor {
+            ActorKind::ResourceTracker => {
+                let a = s.tracker.clone();
+                self.on_actix(async move { a.send(msg).await }).await?
+            }
+            ActorKind::ContainerManager => {
+                let a = s.containers.clone();
+                self.on_actix(async move { a.send(msg).await }).await?
+            }
+            ActorKind::MapWriter => {
+                let a = s.writer.clone();
+                self.on_actix(async move { a.send(msg).await }).await?
+            }
+            ActorKind::BpfLoader => {
+                let a = s.loader.clone();
+                self.on_actix(async move { a.send(msg).await }).await?
+            }
+        };
+        Ok(sent.map_err(ActorError::mailbox("an actor", "Restart"))?)
+    }
+
     /// The metrics in the OpenMetrics text format (what `/metrics` serves), or `None` when
     /// `metrics.listen` is unset. A worker with its own HTTP server can serve this itself.
     pub fn metrics_text(&self) -> Option<String> {

@@ -51,6 +51,16 @@ enum Command {
     /// Measure remap cost (one map update vs a cpuset write) and the invocation path's overhead
     /// on this machine. Needs root, cgroup v2 and bpffs; see docs/benchmarks.md.
     Bench(cli::bench::BenchArgs),
+    /// Replay a scenario file against the control plane (sim containers, in-memory maps): steps
+    /// invoke functions, set CPU pressure, wait, restart an actor, and check the runtime's
+    /// statistics. Exits 1 naming the first failing step.
+    ///
+    /// The file is a runtime configuration plus [[step]] entries, each with one action:
+    /// `invoke = "f"` (with `count`, `concurrency`, `payload`, `expect_error`), `pressure = 80.0`,
+    /// `wait_ms = 100`, `restart = "container_manager"`, or `expect = { cold_starts = 1, ... }`
+    /// (keys: completed, failed, cold_starts, warm_starts, in_flight, limit, warm_containers,
+    /// live_containers, enforcement_entries, queue_timeouts, restarts_<actor>). Needs no root.
+    Scenario(cli::scenario::ScenarioArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args).map(|_| 0),
         Command::Check(args) => cli::check::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Scenario(args) => cli::scenario::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

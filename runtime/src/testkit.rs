@@ -24,7 +24,7 @@
 //! });
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Addr, Supervisor};
@@ -43,31 +43,12 @@ use corral_actors::messages::{
     RegisterFunction, ReleaseContainer, ReportPool, SampleLoad,
 };
 use corral_actors::placement::Placement;
-use corral_actors::pressure::PressureSource;
 use corral_actors::resource_tracker::ResourceTracker;
 use corral_actors::supervision::Failpoints;
 use corral_actors::telemetry::{JournalEvent, Telemetry};
 use corral_actors::ActorError;
 
-/// Pressure a test sets by hand ([`Plane::pressure`]).
-#[derive(Debug, Clone, Default)]
-pub struct ScriptedPressure(Arc<Mutex<f64>>);
-
-impl ScriptedPressure {
-    /// Sets the pressure the next sample reads (a percentage, like `/proc/pressure/cpu`).
-    pub fn set(&self, value: f64) {
-        *self.0.lock().unwrap() = value;
-    }
-}
-
-impl PressureSource for ScriptedPressure {
-    fn sample(&mut self) -> Result<f64, ActorError> {
-        Ok(*self.0.lock().unwrap())
-    }
-    fn describe(&self) -> String {
-        "scripted".to_string()
-    }
-}
+pub use corral_actors::pressure::ScriptedPressure;
 
 /// The actors of one control plane, plus what a test inspects.
 #[derive(Debug)]

@@ -296,3 +296,60 @@ fn maps_dump_resolves_cgroups_and_cpu_lists() {
     assert!(none["maps"].is_null(), "{none}");
     maps.cgroups().remove(id).unwrap();
 }
+
+/// `corral scenario` replays the shipped scenarios (exit 0), names the first failing step of
+/// one whose expectation is wrong (exit 1), and refuses a malformed step by its index.
+#[test]
+fn scenarios_replay_and_name_the_failing_step() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scenarios");
+    let mut shipped = 0;
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        let out = corral(&["scenario", entry.path().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            entry.path().display(),
+            text(&out)
+        );
+        assert!(text(&out).contains("steps passed"), "{}", text(&out));
+        shipped += 1;
+    }
+    assert!(
+        shipped >= 2,
+        "expected the example scenarios in {}",
+        examples.display()
+    );
+
+    let dir = scratch("scenario");
+    let base = "[[groups]]\nname = \"a\"\ncpus = \"0\"\n[[functions]]\nname = \"f\"\n";
+    let wrong = dir.join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        format!(
+            "{base}[[step]]\ninvoke = \"f\"\ncount = 3\n[[step]]\nexpect = {{ cold_starts = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    let out = corral(&["scenario", wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("step[1] (expect) failed: cold_starts is 1, expected 2"),
+        "{}",
+        text(&out)
+    );
+
+    let malformed = dir.join("malformed.toml");
+    std::fs::write(
+        &malformed,
+        format!("{base}[[step]]\ninvoke = \"f\"\nwait_ms = 5\n"),
+    )
+    .unwrap();
+    let out = corral(&["scenario", malformed.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("step[0] has several actions"),
+        "{}",
+        text(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,6 +9,7 @@
 //! - [`maps`]: `corral map`, `corral unmap`, `corral maps dump`.
 //! - [`status`]: `corral status`.
 //! - [`check`]: `corral check`.
+//! - [`scenario`]: `corral scenario`, scripted control-plane scenarios with expectations.
 //! - [`bench`]: `corral bench`, enforcement and invocation-path costs on this machine.
 
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod maps;
 pub mod report;
 pub mod run;
 pub mod sampler;
+pub mod scenario;
 pub mod sched;
 pub mod status;
 
