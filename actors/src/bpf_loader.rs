@@ -557,6 +557,16 @@ impl Handler<StopScheduler> for BpfLoader {
     }
 }
 
+/// Stops the actor; its supervisor restarts it (`Supervised::restarting`, then `started`).
+impl Handler<crate::messages::Restart> for BpfLoader {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::Restart, ctx: &mut Context<Self>) {
+        tracing::info!(actor = NAME, "restart requested");
+        actix::ActorContext::stop(ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,15 +593,5 @@ mod tests {
             b.delay_after_exit(t0 + timing.stable_after).as_millis(),
             250
         );
-    }
-}
-
-/// Stops the actor; its supervisor restarts it (`Supervised::restarting`, then `started`).
-impl Handler<crate::messages::Restart> for BpfLoader {
-    type Result = ();
-
-    fn handle(&mut self, _msg: crate::messages::Restart, ctx: &mut Context<Self>) {
-        tracing::info!(actor = NAME, "restart requested");
-        actix::ActorContext::stop(ctx);
     }
 }
