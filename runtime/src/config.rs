@@ -88,17 +88,21 @@ pub enum ContainerBackendKind {
     Local,
     /// No processes: an invocation answers its payload (logic tests, simulations).
     Sim,
+    /// containerd containers made from a root file system directory, each task a
+    /// `server`-mode function's server (`[containers.containerd]`).
+    Containerd,
 }
 
 /// Containers: backend and warm pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainersConfig {
-    /// `local` or `sim`; required (see [`ContainerBackendKind`]).
+    /// `local`, `containerd` or `sim`; required (see [`ContainerBackendKind`]).
     #[serde(default)]
     pub backend: Option<ContainerBackendKind>,
-    /// `local`: the cgroup v2 directory containers are created under (created if missing,
-    /// removed at shutdown if it was). Default: `corral` under the cgroup2 mount.
+    /// `local` and `containerd`: the cgroup v2 directory containers are created under
+    /// (created if missing, removed at shutdown if it was). Default: `corral` under the
+    /// cgroup2 mount.
     #[serde(default)]
     pub cgroup_parent: Option<PathBuf>,
     /// `sim`: simulated cold-start time in microseconds.
@@ -118,6 +122,90 @@ pub struct ContainersConfig {
     /// actors (no thread hop). Default `true`; `false` sends every invocation through them.
     #[serde(default = "default_true")]
     pub warm_lane: bool,
+    /// `containerd`: the daemon and what containers are made from.
+    #[serde(default)]
+    pub containerd: ContainerdConfig,
+}
+
+/// `[containers.containerd]`: the daemon the `containerd` backend talks to and the root file
+/// system its containers are made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerdConfig {
+    /// The daemon's gRPC socket. Default `/run/containerd/containerd.sock`.
+    #[serde(default = "default_containerd_socket")]
+    pub socket: PathBuf,
+    /// The containerd namespace corral's containers live in. Default `corral`.
+    #[serde(default = "default_containerd_namespace")]
+    pub namespace: String,
+    /// An unpacked root file system (an absolute directory) holding every function's command
+    /// and what it needs; mounted read-only in each container. Required.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+}
+
+fn default_containerd_socket() -> PathBuf {
+    PathBuf::from("/run/containerd/containerd.sock")
+}
+fn default_containerd_namespace() -> String {
+    "corral".into()
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        ContainerdConfig {
+            socket: default_containerd_socket(),
+            namespace: default_containerd_namespace(),
+            rootfs: None,
+        }
+    }
+}
+
+impl ContainerdConfig {
+    /// Checks what the `containerd` backend needs: the socket exists and is a socket, and the
+    /// root file system is an absolute directory. Each error names the key and the fix.
+    pub fn validate(&self) -> Result<PathBuf, ActorError> {
+        use std::os::unix::fs::FileTypeExt;
+        let socket_ok = std::fs::metadata(&self.socket).map(|m| m.file_type().is_socket());
+        match socket_ok {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ActorError::invalid(
+                    "containers.containerd.socket",
+                    self.socket.display(),
+                    "is not a socket; give the path of containerd's gRPC socket (its config's \
+                     [grpc] address)",
+                ))
+            }
+            Err(e) => {
+                return Err(ActorError::invalid(
+                    "containers.containerd.socket",
+                    self.socket.display(),
+                    format!(
+                        "cannot be reached ({e}); start containerd (`cargo xtask setup` \
+                         installs it) or give the path of its gRPC socket"
+                    ),
+                ))
+            }
+        }
+        let Some(rootfs) = &self.rootfs else {
+            return Err(ActorError::invalid(
+                "containers.containerd.rootfs",
+                "(unset)",
+                "give the absolute path of an unpacked root file system holding the functions' \
+                 commands (e.g. a directory with busybox and your server binaries)",
+            ));
+        };
+        if !rootfs.is_absolute() || !rootfs.is_dir() {
+            return Err(ActorError::invalid(
+                "containers.containerd.rootfs",
+                rootfs.display(),
+                "must be an absolute path to an existing directory (an unpacked root file \
+                 system holding the functions' commands)",
+            ));
+        }
+        Ok(rootfs.clone())
+    }
 }
 
 fn default_keep_alive_ms() -> u64 {
@@ -140,6 +228,7 @@ impl Default for ContainersConfig {
             max_warm: default_max_warm(),
             reap_period_ms: default_reap_period_ms(),
             warm_lane: true,
+            containerd: ContainerdConfig::default(),
         }
     }
 }
@@ -152,8 +241,9 @@ impl ContainersConfig {
                 "containers.backend",
                 "(unset)",
                 "choose \"local\" (a container is a cgroup v2 directory and each invocation a \
-                 real process) or \"sim\" (no processes: an invocation answers its payload, \
-                 for tests and simulations)",
+                 real process), \"containerd\" (a containerd container per warm server-mode \
+                 function, see [containers.containerd]) or \"sim\" (no processes: an \
+                 invocation answers its payload, for tests and simulations)",
             )
         })
     }
@@ -428,6 +518,9 @@ impl RuntimeConfig {
         )?;
         if let Some(parent) = &self.containers.cgroup_parent {
             owned_path("containers.cgroup_parent", parent)?;
+        }
+        if self.containers.backend == Some(ContainerBackendKind::Containerd) {
+            self.containers.containerd.validate()?;
         }
         owned_path("enforcement.pin_dir", &self.enforcement.pin_dir)?;
         owned_path(

@@ -41,7 +41,7 @@ pub mod stats;
 
 pub use bpf_enforcement::BpfMapBackend;
 pub use config::{
-    ContainerBackendKind, ContainersConfig, DetachedPolicy, EnforcementConfig, EnforcementKind,
+    ContainerBackendKind, ContainerdConfig, ContainersConfig, DetachedPolicy, EnforcementConfig, EnforcementKind,
     RuntimeConfig, SchedulerMode,
 };
 pub use corral_actors::config::{
