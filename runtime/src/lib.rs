@@ -41,8 +41,8 @@ pub mod stats;
 
 pub use bpf_enforcement::BpfMapBackend;
 pub use config::{
-    ContainerBackendKind, ContainerdConfig, ContainersConfig, DetachedPolicy, EnforcementConfig, EnforcementKind,
-    RuntimeConfig, SchedulerMode,
+    ContainerBackendKind, ContainerdConfig, ContainersConfig, DetachedPolicy, EnforcementConfig,
+    EnforcementKind, RuntimeConfig, SchedulerMode,
 };
 pub use corral_actors::config::{
     FunctionMode, FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,

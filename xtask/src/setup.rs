@@ -125,7 +125,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "containerd",
         "the containerd container backend, and the daemon its host tests start",
     ),
-    ("runc", "the OCI runtime containerd's runc shim runs tasks with"),
+    (
+        "runc",
+        "the OCI runtime containerd's runc shim runs tasks with",
+    ),
 ];
 
 /// Returns the packages of [`PACKAGES`] that dpkg does not report as installed.

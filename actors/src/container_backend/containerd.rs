@@ -70,7 +70,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::frame::{self, FrameError, Reply};
-use super::local::{is_cgroup2, mark, marked};
+use super::local::{cgroup_pids, is_cgroup2, mark, marked};
 use super::{CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
 use crate::config::{FunctionMode, FunctionSpec};
 use crate::error::ActorError;
@@ -160,6 +160,8 @@ struct Server {
     stderr: Arc<Mutex<VecDeque<u8>>>,
     /// The task draining its standard error; it ends when the shim closes the FIFO.
     drain: Option<JoinHandle<()>>,
+    /// The extra `cgroup.procs` files (v1 cpusets) its processes have joined.
+    joined: Vec<PathBuf>,
 }
 
 impl Drop for Server {
@@ -198,9 +200,7 @@ fn refused(operation: impl Into<String>) -> impl FnOnce(Status) -> ActorError {
 }
 
 /// One request to the daemon, bounded by [`REQUEST_TIMEOUT`].
-async fn call<T>(
-    request: impl Future<Output = Result<Response<T>, Status>>,
-) -> Result<T, Status> {
+async fn call<T>(request: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(answer) => answer.map(Response::into_inner),
         Err(_) => Err(Status::deadline_exceeded(format!(
@@ -343,11 +343,7 @@ impl ContainerdBackend {
         let handle = runtime.handle().clone();
         let connect_socket = socket.clone();
         let connected = futures::executor::block_on(handle.spawn(async move {
-            tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                containerd_client::connect(&connect_socket),
-            )
-            .await
+            tokio::time::timeout(REQUEST_TIMEOUT, containerd_client::connect(&connect_socket)).await
         }));
         let channel = match connected {
             Ok(Ok(Ok(channel))) => channel,
@@ -653,7 +649,10 @@ impl Shared {
     ) -> Result<(Server, u64), ActorError> {
         let fifos = self.fifo_dir(id);
         let fifo_err = |what: &str, path: &Path, e: io::Error| ActorError::Containerd {
-            operation: format!("get a FIFO for container {id}: cannot {what} {}", path.display()),
+            operation: format!(
+                "get a FIFO for container {id}: cannot {what} {}",
+                path.display()
+            ),
             source: Box::new(e),
         };
         fs::create_dir(&fifos).map_err(|e| fifo_err("create", &fifos, e))?;
@@ -703,6 +702,7 @@ impl Shared {
             stdout: Some(stdout_fd),
             stderr: tail,
             drain: Some(drain),
+            joined: Vec::new(),
         };
         call(self.tasks().start(with_namespace!(
             StartRequest {
@@ -807,11 +807,15 @@ impl Shared {
     /// directory, and the parents runc left in the v1 hierarchies and the cgroup2 parent if
     /// corral created it (only if empty).
     fn remove_own_dirs(&self) -> Result<(), ActorError> {
-        match fs::remove_dir(&self.fifo_root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
-            Err(e) => return Err(ActorError::cgroup("remove", &self.fifo_root, e)),
+        // This namespace's FIFO directory, then `/run/corral/containerd` and `/run/corral` if
+        // nothing else is in them (another namespace's runtime, another corral's state).
+        for dir in self.fifo_root.ancestors().take(3) {
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => break,
+                Err(e) => return Err(ActorError::cgroup("remove", dir, e)),
+            }
         }
         if !self.created_parent {
             return Ok(());
@@ -875,6 +879,26 @@ enum ExchangeError {
 }
 
 impl Server {
+    /// Moves the container's processes (those in its cgroup v2 directory `dir`) into the
+    /// enforcement's extra cgroups (the v1 cpusets of the `cpuset` backend) when they changed
+    /// since they last joined. The `cpuset` backend moves them at each enforcement too; this
+    /// keeps a server right even where an enforcement was committed before it started.
+    fn rejoin(&mut self, dir: &Path, join: &[PathBuf]) -> Result<(), ActorError> {
+        if self.joined == join {
+            return Ok(());
+        }
+        let pids =
+            cgroup_pids(dir).map_err(|e| ActorError::cgroup("list the processes of", dir, e))?;
+        for procs in join {
+            for pid in &pids {
+                fs::write(procs, pid.to_string())
+                    .map_err(|e| ActorError::cgroup("join", procs, e))?;
+            }
+        }
+        self.joined = join.to_vec();
+        Ok(())
+    }
+
     /// One request and its reply, on the current runtime.
     async fn exchange(&mut self, payload: &[u8], limit: u64) -> Result<Reply, ExchangeError> {
         let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
@@ -923,14 +947,30 @@ async fn on_backend<T: Send + 'static>(
         .map_err(|e| panicked(what, e))
 }
 
+/// What an invocation needs of the checked-out container.
+#[derive(Debug)]
+struct Checkout {
+    id: String,
+    spec: Arc<FunctionSpec>,
+    /// Its cgroup v2 directory.
+    cgroup: Option<PathBuf>,
+    /// The enforcement's extra `cgroup.procs` files.
+    join: Vec<PathBuf>,
+}
+
 /// One invocation on `container`'s server. The server leaves the map for the invocation and
 /// goes back in any case (a destroy removes a broken one).
 async fn serve(
     shared: Arc<Shared>,
-    container: (String, Arc<FunctionSpec>),
+    container: Checkout,
     payload: Vec<u8>,
 ) -> Result<Vec<u8>, ActorError> {
-    let (id, spec) = container;
+    let Checkout {
+        id,
+        spec,
+        cgroup,
+        join,
+    } = container;
     let failed = |what: String, stderr: String| ActorError::ServerFailed {
         function: spec.name.clone(),
         container: id.clone(),
@@ -945,6 +985,12 @@ async fn serve(
             String::new(),
         ));
     };
+    if let Some(dir) = &cgroup {
+        if let Err(e) = server.rejoin(dir, &join) {
+            lock(&shared.servers).insert(id, server);
+            return Err(e);
+        }
+    }
     let timeout = spec.timeout();
     let exchanged =
         tokio::time::timeout(timeout, server.exchange(&payload, spec.max_output())).await;
@@ -1105,12 +1151,13 @@ impl ContainerBackend for ContainerdBackend {
         container: &Container,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, ActorError>> {
-        serve(
-            Arc::clone(&self.shared),
-            (container.info.id.clone(), Arc::clone(&container.spec)),
-            payload,
-        )
-        .boxed()
+        let checkout = Checkout {
+            id: container.info.id.clone(),
+            spec: Arc::clone(&container.spec),
+            cgroup: container.info.cgroup.path.clone(),
+            join: container.enforcement.join.clone(),
+        };
+        serve(Arc::clone(&self.shared), checkout, payload).boxed()
     }
 
     fn close(&self) -> Result<(), ActorError> {
@@ -1135,7 +1182,16 @@ mod tests {
         for ok in ["fa-1", "resize-image-12", "a.b_c-3", "F9"] {
             assert!(valid_identifier(ok), "{ok}");
         }
-        for bad in ["", "-a", "a-", "a__b", "_x-1", "a b", "é-1", &"x".repeat(77)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a__b",
+            "_x-1",
+            "a b",
+            "é-1",
+            &"x".repeat(77),
+        ] {
             assert!(!valid_identifier(bad), "{bad}");
         }
     }
