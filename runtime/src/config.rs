@@ -720,6 +720,49 @@ mod tests {
         );
     }
 
+    /// `backend = "containerd"` checks its section up front: a socket that is missing or not a
+    /// socket, and a root file system unset, relative or missing, each name their key and fix.
+    #[test]
+    fn containerd_settings_are_checked_naming_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        let with = |socket: &str, rootfs: Option<&str>| {
+            let rootfs = rootfs
+                .map(|r| format!("rootfs = \"{r}\"\n"))
+                .unwrap_or_default();
+            check(&format!(
+                "[containers]\nbackend = \"containerd\"\n[containers.containerd]\n\
+                 socket = \"{socket}\"\n{rootfs}"
+            ))
+        };
+        let (sock, root) = (socket.to_str().unwrap(), rootfs.to_str().unwrap());
+        assert_eq!(with(sock, Some(root)), "ok");
+        let err = with("/nonexistent/containerd.sock", Some(root));
+        assert!(
+            err.contains("containers.containerd.socket") && err.contains("cargo xtask setup"),
+            "{err}"
+        );
+        let err = with(root, Some(root));
+        assert!(
+            err.contains("containers.containerd.socket") && err.contains("not a socket"),
+            "{err}"
+        );
+        let err = with(sock, None);
+        assert!(err.contains("containers.containerd.rootfs"), "{err}");
+        for bad in ["relative/rootfs", "/nonexistent/rootfs"] {
+            let err = with(sock, Some(bad));
+            assert!(
+                err.contains("containers.containerd.rootfs") && err.contains("absolute"),
+                "{err}"
+            );
+        }
+        let err = check("[containers.containerd]\nsockett = \"/x\"\n");
+        assert!(err.contains("sockett"), "{err}");
+    }
+
     /// A TOML value of any shape the configuration might meet: integers from 0 to i64::MAX
     /// and negative, floats, booleans, strings with control characters and path separators,
     /// CPU lists, arrays.
