@@ -257,12 +257,19 @@ impl ContainersConfig {
         }
     }
 
-    /// The cgroup parent: configured, or `corral` under the first cgroup2 mount.
+    /// The cgroup parent: configured, or under the first cgroup2 mount `corral`
+    /// (`corral-containerd` for the `containerd` backend: on hybrid hosts runc mirrors the
+    /// parent into the v1 cpuset hierarchy, where `corral` is the `cpuset` backend's default
+    /// prefix).
     pub fn resolved_cgroup_parent(&self) -> Result<PathBuf, ActorError> {
         if let Some(p) = &self.cgroup_parent {
             return Ok(p.clone());
         }
-        cgroup2_mount().map(|m| m.join("corral")).ok_or_else(|| {
+        let name = match self.backend {
+            Some(ContainerBackendKind::Containerd) => "corral-containerd",
+            _ => "corral",
+        };
+        cgroup2_mount().map(|m| m.join(name)).ok_or_else(|| {
             ActorError::invalid(
                 "containers.cgroup_parent",
                 "(unset)",
@@ -521,6 +528,7 @@ impl RuntimeConfig {
         }
         if self.containers.backend == Some(ContainerBackendKind::Containerd) {
             self.containers.containerd.validate()?;
+            self.check_containerd_cpuset_prefix()?;
         }
         owned_path("enforcement.pin_dir", &self.enforcement.pin_dir)?;
         owned_path(
@@ -532,6 +540,38 @@ impl RuntimeConfig {
             groups,
             host,
         })
+    }
+}
+
+impl RuntimeConfig {
+    /// On a hybrid host runc mirrors a container's `cgroupsPath` into every v1 hierarchy, so
+    /// the cgroup parent's first directory appears in the v1 cpuset hierarchy too; the
+    /// `cpuset` backend's prefix there must be another directory.
+    fn check_containerd_cpuset_prefix(&self) -> Result<(), ActorError> {
+        let (Ok(parent), Some(mount)) = (self.containers.resolved_cgroup_parent(), cgroup2_mount())
+        else {
+            return Ok(());
+        };
+        let first = parent
+            .strip_prefix(&mount)
+            .ok()
+            .and_then(|rel| rel.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        if first.as_deref() == Some(self.enforcement.cpuset_prefix.as_str()) {
+            return Err(ActorError::invalid(
+                "enforcement.cpuset_prefix",
+                &self.enforcement.cpuset_prefix,
+                format!(
+                    "with containers.backend = \"containerd\", runc also creates `{}` in the v1 \
+                     cpuset hierarchy for containers.cgroup_parent {}; give the cpusets another \
+                     prefix, e.g. cpuset_prefix = \"{}-cpuset\"",
+                    self.enforcement.cpuset_prefix,
+                    parent.display(),
+                    self.enforcement.cpuset_prefix
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -761,6 +801,35 @@ mod tests {
         }
         let err = check("[containers.containerd]\nsockett = \"/x\"\n");
         assert!(err.contains("sockett"), "{err}");
+    }
+
+    /// With containerd on a hybrid host runc mirrors the cgroup parent into the v1 cpuset
+    /// hierarchy, so a cpuset prefix equal to the parent's first directory is refused, naming
+    /// `enforcement.cpuset_prefix` and a prefix that works.
+    #[test]
+    fn containerd_refuses_a_cpuset_prefix_that_runc_would_share() {
+        let Some(mount) = cgroup2_mount() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let with = |prefix: &str| {
+            check(&format!(
+                "[containers]\nbackend = \"containerd\"\ncgroup_parent = \"{}\"\n\
+                 [containers.containerd]\nsocket = \"{}\"\nrootfs = \"{}\"\n\
+                 [enforcement]\ncpuset_prefix = \"{prefix}\"\n",
+                mount.join("corral").display(),
+                socket.display(),
+                dir.path().display()
+            ))
+        };
+        let err = with("corral");
+        assert!(
+            err.contains("enforcement.cpuset_prefix") && err.contains("corral-cpuset"),
+            "{err}"
+        );
+        assert_eq!(with("corral-cpuset"), "ok");
     }
 
     /// A TOML value of any shape the configuration might meet: integers from 0 to i64::MAX

@@ -324,7 +324,7 @@ impl Drop for Namespace<'_> {
     }
 }
 
-/// A root file system: a static busybox (`sh`, `sleep`, `cat`), and `corral-serve` with the
+/// A root file system: a static busybox (`sh`, `sleep`, `cat`, `grep`, `echo`), and `corral-serve` with the
 /// shared libraries `ldd` lists, at their own paths.
 fn build_rootfs(root: &Path) -> PathBuf {
     for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
@@ -336,7 +336,7 @@ fn build_rootfs(root: &Path) -> PathBuf {
         "/bin/busybox is missing: `cargo xtask setup` installs busybox-static"
     );
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "cat"] {
+    for applet in ["sh", "sleep", "cat", "grep", "echo"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     let serve = corral_serve();
@@ -688,8 +688,8 @@ async fn containerd_leftovers_are_removed_at_open_and_foreign_containers_kept() 
     drop(backend);
 }
 
-/// `exec` mode is refused up front, naming the key and the fix; so is a name containerd
-/// would refuse as part of an id, and a command missing from the root file system. A command
+/// A name containerd would refuse as part of an id is refused up front, naming the key and
+/// the fix; so is a command missing from the root file system. A command
 /// runc cannot find fails its cold start and leaves nothing behind.
 #[test]
 fn containerd_backend_refuses_functions_it_cannot_run() {
@@ -701,13 +701,6 @@ fn containerd_backend_refuses_functions_it_cannot_run() {
     let parent = parent("ctrd-check");
     let backend =
         ContainerdBackend::open(&daemon.socket, "corral-check", &parent, &daemon.rootfs).unwrap();
-    let mut exec = server("fa");
-    exec.mode = FunctionMode::Exec;
-    let err = backend.check_function(&exec).unwrap_err().to_string();
-    assert!(
-        err.contains("functions.fa.mode") && err.contains("server"),
-        "{err}"
-    );
     let err = backend
         .check_function(&server("bad__name"))
         .unwrap_err()
@@ -746,11 +739,140 @@ fn containerd_backend_refuses_functions_it_cannot_run() {
         "no cgroup left"
     );
     assert!(
-        !Path::new("/run/corral/containerd/corral-check")
+        !Path::new("/run/corral/containerd")
+            .join(parent.file_name().unwrap())
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some()),
         "no FIFO directory left"
     );
     backend.close().unwrap();
     assert!(!parent.exists());
+}
+
+/// `exec` mode: each invocation execs the command into the container (created, its init never
+/// started): the payload arrives on standard input, the process runs in the container's cgroup
+/// with `CORRAL_CPUS` set and is confined by the `cpuset` enforcement to its group's CPU (`fe`
+/// on CPU 1, and the control `fe0` on CPU 0, told apart by the same check); the container is
+/// reused warm. A failing command reports its exit status and standard error; one past its
+/// timeout, or past `max_output_bytes`, is killed and the container keeps serving. Shutdown
+/// removes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_exec_mode_runs_a_process_per_invocation() {
+    let daemon = Daemon::start();
+    let ns = Namespace {
+        daemon: &daemon,
+        name: "corral-exec".into(),
+    };
+    let parent = parent("ctrd-exec");
+    let tag = format!("corral-test-{}-cpuset-exec", std::process::id());
+    let mut c = daemon.config(&parent, &ns.name);
+    c.enforcement.backend = EnforcementKind::Cpuset;
+    c.enforcement.cpuset_prefix = tag.clone();
+    let probe = "cat; echo; grep Cpus_allowed_list /proc/self/status; echo cpus=$CORRAL_CPUS; \
+                 grep 0:: /proc/self/cgroup";
+    let exec = |name: &str, script: &str| {
+        let mut f = FunctionSpec::named(name);
+        f.mode = FunctionMode::Exec;
+        f.command = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        f.timeout_ms = Some(1_000);
+        f.max_output_bytes = Some(4_096);
+        f
+    };
+    c.functions = vec![
+        exec("fe", probe),
+        exec("fe0", probe),
+        exec("broken", "echo broken >&2; exit 3"),
+        exec("slow", "sleep 30"),
+        exec("chatty", "cat /dev/zero"),
+    ];
+    for (f, g) in [
+        ("fe", "b"),
+        ("fe0", "a"),
+        ("broken", "b"),
+        ("slow", "b"),
+        ("chatty", "b"),
+    ] {
+        c.placement.pinned.insert(f.into(), g.into());
+    }
+    let runtime = Runtime::start(c).unwrap();
+    let rel = |container: &str| {
+        parent
+            .join(container)
+            .strip_prefix(cgroup2_mount().unwrap())
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let mut warm = Vec::new();
+    for i in 1..=5 {
+        let t = Instant::now();
+        let r = runtime.invoke("fe", format!("payload-{i}")).await.unwrap();
+        if i > 1 {
+            warm.push(t.elapsed());
+        }
+        let out = String::from_utf8(r.output.clone()).unwrap();
+        assert!(out.starts_with(&format!("payload-{i}\n")), "{out}");
+        assert!(out.contains("Cpus_allowed_list:\t1\n"), "{out}");
+        assert!(out.contains("cpus=1\n"), "{out}");
+        assert!(out.contains(&format!("0::/{}", rel(&r.container))), "{out}");
+        assert_eq!(
+            r.start,
+            if i == 1 {
+                StartKind::Cold
+            } else {
+                StartKind::Warm
+            }
+        );
+    }
+    eprintln!("containerd exec-mode warm invocations: {warm:?}");
+    // The control: the same check sees fe0's processes on CPU 0.
+    let out = runtime.invoke("fe0", "x").await.unwrap().output;
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("Cpus_allowed_list:\t0\n") && out.contains("cpus=0\n"),
+        "{out}"
+    );
+
+    match control_error(runtime.invoke("broken", "").await) {
+        ActorError::FunctionFailed { status, stderr, .. } => {
+            assert!(status.contains('3'), "{status}");
+            assert_eq!(stderr, "broken");
+        }
+        other => panic!("expected FunctionFailed, got {other:?}"),
+    }
+    for (function, payload) in [("slow", ""), ("chatty", "")] {
+        let t = Instant::now();
+        let err = control_error(runtime.invoke(function, payload).await);
+        match (&err, function) {
+            (
+                ActorError::FunctionTimedOut {
+                    timeout_ms: 1_000,
+                    container,
+                    ..
+                },
+                "slow",
+            ) => {
+                // Killed with everything it started: only the never-started init is left.
+                assert_eq!(pids(&parent.join(container)).len(), 1, "only the init left");
+            }
+            (ActorError::OutputTooLarge { limit: 4_096, .. }, "chatty") => {}
+            _ => panic!("{function}: unexpected {err:?}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{function} took {:?}",
+            t.elapsed()
+        );
+    }
+    // The killed ones' containers keep serving: nothing of the killed process is left in them.
+    let containers_before = daemon.containers(&ns.name).len();
+    let again = runtime.invoke("fe", "after").await.unwrap();
+    assert_eq!(again.start, StartKind::Warm);
+    assert_eq!(daemon.containers(&ns.name).len(), containers_before);
+    assert_eq!(runtime.stats().cold_starts, 5);
+
+    runtime.shutdown().await.unwrap();
+    assert!(daemon.containers(&ns.name).is_empty());
+    assert!(!parent.exists(), "{} left behind", parent.display());
+    assert!(!Path::new("/sys/fs/cgroup/cpuset").join(&tag).exists());
 }

@@ -1,9 +1,10 @@
 //! The `containerd` container backend: a container is a containerd container in one namespace,
-//! made from an unpacked root file system directory, whose task (run by `runc` through the
-//! `io.containerd.runc.v2` shim) is the function's server. It serves `server`-mode functions
-//! only: the server starts at the cold start as the container's init and serves every
-//! invocation over the framed protocol of [`super::frame`] on FIFOs the shim copies to its
-//! standard input and output. (`exec` mode is refused by [`ContainerBackend::check_function`].)
+//! made from an unpacked root file system directory, run by `runc` through the
+//! `io.containerd.runc.v2` shim. In `server` mode the function's server is the task's init,
+//! started at the cold start, and serves every invocation over the framed protocol of
+//! [`super::frame`] on FIFOs the shim copies to its standard input and output. In `exec` mode
+//! the task is created and never started, and each invocation execs the command into the
+//! container ([`exec`]).
 //!
 //! # Ownership
 //! Every container carries the label `corral=<owner>`, the owner being the cgroup parent's
@@ -69,6 +70,8 @@ use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+mod exec;
+
 use super::frame::{self, FrameError, Reply};
 use super::local::{cgroup_pids, is_cgroup2, mark, marked};
 use super::{CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
@@ -95,7 +98,7 @@ const FATE_WAIT: Duration = Duration::from_millis(200);
 const STDERR_TAIL: usize = 2048;
 /// The mark (`trusted.corral.owner`) of a cgroup parent this backend created.
 const PARENT_MARK: &[u8] = b"corral-containerd-parent";
-/// Where the FIFOs of each namespace's containers live, one directory per container.
+/// Where the FIFOs of each runtime's containers live, one directory per container.
 const FIFO_ROOT: &str = "/run/corral/containerd";
 /// `PATH` in a container unless the function sets its own.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -144,10 +147,14 @@ struct Shared {
     parent: PathBuf,
     parent_rel: String,
     created_parent: bool,
-    /// This namespace's FIFO directory.
+    /// This runtime's FIFO directory, `/run/corral/containerd/<parent, `/` as `:`>`.
     fifo_root: PathBuf,
     seq: AtomicU64,
     servers: Mutex<HashMap<String, Server>>,
+    /// `exec`-mode containers: the pid of each one's init (created, never started).
+    execs: Mutex<HashMap<String, u32>>,
+    /// Numbers the processes exec'd into containers.
+    exec_seq: AtomicU64,
 }
 
 /// One container's server: the corral ends of its FIFOs.
@@ -363,7 +370,10 @@ impl ContainerdBackend {
                 })
             }
         };
-        let fifo_root = Path::new(FIFO_ROOT).join(&namespace);
+        // Keyed by the cgroup parent, which the lock makes this runtime's alone: whatever is
+        // in it now was left by a runtime that died, and goes below.
+        let fifo_root =
+            Path::new(FIFO_ROOT).join(parent_rel.trim_start_matches('/').replace('/', ":"));
         fs::create_dir_all(&fifo_root)
             .and_then(|()| fs::set_permissions(&fifo_root, fs::Permissions::from_mode(0o700)))
             .map_err(|e| ActorError::cgroup("create the FIFO directory", &fifo_root, e))?;
@@ -381,6 +391,8 @@ impl ContainerdBackend {
                 fifo_root,
                 seq: AtomicU64::new(1),
                 servers: Mutex::new(HashMap::new()),
+                execs: Mutex::new(HashMap::new()),
+                exec_seq: AtomicU64::new(1),
             }),
             runtime: Some(runtime),
             lock: Mutex::new(Some(lock)),
@@ -393,6 +405,13 @@ impl ContainerdBackend {
                 "removing a containerd container left behind by an earlier run"
             );
             backend.destroy(&leftover)?;
+        }
+        let stale = fs::read_dir(&backend.shared.fifo_root)
+            .map_err(|e| ActorError::cgroup("list", &backend.shared.fifo_root, e))?;
+        for entry in stale.flatten() {
+            let path = entry.path();
+            fs::remove_dir_all(&path)
+                .map_err(|e| ActorError::cgroup("remove a stale FIFO directory", &path, e))?;
         }
         if !scan.foreign.is_empty() {
             tracing::warn!(
@@ -512,29 +531,10 @@ impl Shared {
 
     /// The OCI runtime spec of a container serving `spec`.
     fn oci_spec(&self, spec: &FunctionSpec, id: &str, cgroups_path: &str) -> serde_json::Value {
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert("PATH".into(), DEFAULT_PATH.into());
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.insert("CORRAL_FUNCTION".into(), spec.name.clone());
-        env.insert("CORRAL_CONTAINER".into(), id.into());
-        env.insert("CORRAL_MODE".into(), "server".into());
-        let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         serde_json::json!({
             "ociVersion": "1.0.2",
             "hostname": id,
-            "process": {
-                "terminal": false,
-                "user": {"uid": 0, "gid": 0},
-                "args": spec.command,
-                "env": env,
-                "cwd": "/",
-                "capabilities": {
-                    "bounding": CAPABILITIES,
-                    "effective": CAPABILITIES,
-                    "permitted": CAPABILITIES,
-                },
-                "noNewPrivileges": true
-            },
+            "process": process_spec(spec, id, &[]),
             // One root file system for every container: read-only, with /tmp its own.
             "root": {"path": self.rootfs, "readonly": true},
             "mounts": [
@@ -618,19 +618,32 @@ impl Shared {
     async fn create(self: Arc<Self>, spec: FunctionSpec) -> Result<ContainerInfo, ActorError> {
         let (id, cgroups_path) = self.create_container(&spec).await?;
         let dir = self.cgroup2.join(cgroups_path.trim_start_matches('/'));
-        let started = self.start_task(&spec, &id, &dir).await;
-        match started {
-            Ok((server, ino)) => {
-                lock(&self.servers).insert(id.clone(), server);
-                Ok(ContainerInfo {
-                    id,
-                    function: spec.name,
-                    cgroup: CgroupRef {
-                        id: CgroupId(ino),
-                        path: Some(dir),
-                    },
-                })
+        let started = match spec.mode {
+            FunctionMode::Server => self
+                .start_task(&spec, &id, &dir)
+                .await
+                .map(|(server, ino)| {
+                    lock(&self.servers).insert(id.clone(), server);
+                    ino
+                }),
+            FunctionMode::Exec => {
+                self.create_exec_init(&spec, &id, &dir)
+                    .await
+                    .map(|(pid, ino)| {
+                        lock(&self.execs).insert(id.clone(), pid);
+                        ino
+                    })
             }
+        };
+        match started {
+            Ok(ino) => Ok(ContainerInfo {
+                id,
+                function: spec.name,
+                cgroup: CgroupRef {
+                    id: CgroupId(ino),
+                    path: Some(dir),
+                },
+            }),
             Err(e) => {
                 if let Err(undo) = self.teardown(&id, Some(&dir)).await {
                     tracing::warn!(container = id, error = %undo, "cannot undo a failed cold start");
@@ -660,16 +673,8 @@ impl Shared {
         for path in [&stdin, &stdout, &stderr] {
             make_fifo(path).map_err(|e| fifo_err("make", path, e))?;
         }
-        // corral's ends open before the shim opens its own: the readers never block
-        // (O_NONBLOCK), and standard input is opened read-write so that it has a reader.
         let open = |path: &Path, write: bool| {
-            fs::OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(path)
-                .map(OwnedFd::from)
-                .map_err(|e| fifo_err("open", path, e))
+            open_fifo_end(path, write).map_err(|e| fifo_err("open", path, e))
         };
         let stdin_fd = open(&stdin, true)?;
         let stdout_fd = open(&stdout, false)?;
@@ -764,6 +769,7 @@ impl Shared {
     async fn teardown(&self, id: &str, cgroup: Option<&Path>) -> Result<(), ActorError> {
         let server = lock(&self.servers).remove(id);
         drop(server);
+        lock(&self.execs).remove(id);
         self.kill(id).await?;
         self.exit_status(id, EXIT_WAIT).await;
         gone_is_fine(
@@ -843,6 +849,37 @@ impl Shared {
     }
 }
 
+/// The OCI process of `spec` in container `id`: its command, as root with containerd's default
+/// capabilities, the environment `PATH` (unless the function sets one), the function's `env`,
+/// `CORRAL_FUNCTION`, `CORRAL_CONTAINER`, `CORRAL_MODE` and `extra`.
+fn process_spec(spec: &FunctionSpec, id: &str, extra: &[(&str, String)]) -> serde_json::Value {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), DEFAULT_PATH.into());
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("CORRAL_FUNCTION".into(), spec.name.clone());
+    env.insert("CORRAL_CONTAINER".into(), id.into());
+    let mode = match spec.mode {
+        FunctionMode::Server => "server",
+        FunctionMode::Exec => "exec",
+    };
+    env.insert("CORRAL_MODE".into(), mode.into());
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    serde_json::json!({
+        "terminal": false,
+        "user": {"uid": 0, "gid": 0},
+        "args": spec.command,
+        "env": env,
+        "cwd": "/",
+        "capabilities": {
+            "bounding": CAPABILITIES,
+            "effective": CAPABILITIES,
+            "permitted": CAPABILITIES,
+        },
+        "noNewPrivileges": true
+    })
+}
+
 /// Makes a FIFO at `path` (mode 0600).
 fn make_fifo(path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
@@ -852,6 +889,17 @@ fn make_fifo(path: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens corral's end of a FIFO, before the shim opens its own: a reader never blocks
+/// (`O_NONBLOCK`), and a standard input is opened read-write (`write`) so that it has a reader.
+fn open_fifo_end(path: &Path, write: bool) -> io::Result<OwnedFd> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
 }
 
 /// Keeps the last [`STDERR_TAIL`] bytes the server writes to its standard error, until the
@@ -956,6 +1004,9 @@ struct Checkout {
     cgroup: Option<PathBuf>,
     /// The enforcement's extra `cgroup.procs` files.
     join: Vec<PathBuf>,
+    /// Its group's name and CPUs (`exec` mode: `CORRAL_GROUP`, `CORRAL_CPUS`).
+    group: String,
+    cpus: Vec<u32>,
 }
 
 /// One invocation on `container`'s server. The server leaves the map for the invocation and
@@ -970,6 +1021,7 @@ async fn serve(
         spec,
         cgroup,
         join,
+        ..
     } = container;
     let failed = |what: String, stderr: String| ActorError::ServerFailed {
         function: spec.name.clone(),
@@ -1069,21 +1121,12 @@ impl ContainerBackend for ContainerdBackend {
     }
 
     fn check_function(&self, spec: &FunctionSpec) -> Result<(), ActorError> {
-        if spec.mode != FunctionMode::Server {
-            return Err(ActorError::invalid(
-                format!("functions.{}.mode", spec.name),
-                "exec",
-                "the `containerd` backend runs server-mode functions only (the command starts \
-                 once per container and serves every invocation over frames, see corral-serve); \
-                 set mode = \"server\", or use containers.backend = \"local\" for exec mode",
-            ));
-        }
         if spec.command.is_empty() || spec.command[0].is_empty() {
             return Err(ActorError::invalid(
                 format!("functions.{}.command", spec.name),
                 "[]",
-                "the `containerd` backend starts the command as each container's server; give \
-                 one, e.g. [\"/bin/corral-serve\"]",
+                "the `containerd` backend runs the command in each container (a server, or a \
+                 process per invocation); give one, e.g. [\"/bin/corral-serve\"]",
             ));
         }
         if !valid_identifier(&format!("{}-1", spec.name)) {
@@ -1132,10 +1175,11 @@ impl ContainerBackend for ContainerdBackend {
     fn list(&self) -> Result<Vec<ContainerInfo>, ActorError> {
         let scan = self.block("list", |s| async move { s.scan().await })?;
         let servers = lock(&self.shared.servers);
+        let execs = lock(&self.shared.execs);
         let (served, unserved): (Vec<_>, Vec<_>) = scan
             .ours
             .into_iter()
-            .partition(|c| servers.contains_key(&c.id));
+            .partition(|c| servers.contains_key(&c.id) || execs.contains_key(&c.id));
         if !unserved.is_empty() {
             tracing::warn!(
                 containers = ?unserved.iter().map(|c| &c.id).collect::<Vec<_>>(),
@@ -1156,8 +1200,13 @@ impl ContainerBackend for ContainerdBackend {
             spec: Arc::clone(&container.spec),
             cgroup: container.info.cgroup.path.clone(),
             join: container.enforcement.join.clone(),
+            group: container.group.name.clone(),
+            cpus: container.enforcement.cpus.clone(),
         };
-        serve(Arc::clone(&self.shared), checkout, payload).boxed()
+        match container.spec.mode {
+            FunctionMode::Server => serve(Arc::clone(&self.shared), checkout, payload).boxed(),
+            FunctionMode::Exec => exec::run(Arc::clone(&self.shared), checkout, payload).boxed(),
+        }
     }
 
     fn close(&self) -> Result<(), ActorError> {
