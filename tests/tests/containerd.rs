@@ -312,15 +312,64 @@ where
     .unwrap()
 }
 
-/// Purges a namespace when dropped, so that a failing test leaves no task behind.
+/// A test's namespace and cgroup parent. Dropped, it purges the namespace and removes the
+/// parent's cgroup directories (plain rmdir, leaves first, in cgroup2 and every v1 hierarchy,
+/// where runc mirrors them on hybrid hosts), so that a failing test leaves nothing behind.
 struct Namespace<'a> {
     daemon: &'a Daemon,
     name: String,
+    parent: PathBuf,
+    /// More cgroup trees to remove (a test's v1 cpuset prefix).
+    extra: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+impl<'a> Namespace<'a> {
+    fn new(daemon: &'a Daemon, name: &str, parent_name: &str) -> Self {
+        Namespace {
+            daemon,
+            name: name.into(),
+            parent: parent(parent_name),
+            extra: Default::default(),
+        }
+    }
+
+    fn also_remove(&self, tree: PathBuf) {
+        self.extra.borrow_mut().push(tree);
+    }
+}
+
+/// Removes the cgroup directory `dir` and its descendants with plain rmdirs, leaves first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for child in children.flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&child.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 impl Drop for Namespace<'_> {
     fn drop(&mut self) {
         self.daemon.purge(&self.name);
+        let v2 = cgroup2_mount().unwrap();
+        if let Ok(rel) = self.parent.strip_prefix(&v2) {
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            for line in mounts.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+                    remove_cgroup_tree(&Path::new(f[1]).join(rel));
+                }
+            }
+        }
+        for tree in self.extra.borrow().iter() {
+            remove_cgroup_tree(tree);
+        }
+        let fifos = Path::new("/run/corral/containerd").join(self.parent.file_name().unwrap());
+        let _ = std::fs::remove_dir_all(fifos);
+        let _ = std::fs::remove_dir(Path::new("/run/corral/containerd"));
+        let _ = std::fs::remove_dir(Path::new("/run/corral"));
     }
 }
 
@@ -414,15 +463,13 @@ fn control_error(r: Result<corral::InvocationResult, RuntimeError>) -> ActorErro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_server_serves_warm_invocations_confined_by_cpuset() {
     let daemon = Daemon::start();
-    let ns = Namespace {
-        daemon: &daemon,
-        name: "corral-warm".into(),
-    };
-    let parent = parent("ctrd-warm");
+    let ns = Namespace::new(&daemon, "corral-warm", "ctrd-warm");
+    let parent = ns.parent.clone();
     let tag = format!("corral-test-{}-ctrd", std::process::id());
     let mut c = daemon.config(&parent, &ns.name);
     c.enforcement.backend = EnforcementKind::Cpuset;
     c.enforcement.cpuset_prefix = tag.clone();
+    ns.also_remove(Path::new("/sys/fs/cgroup/cpuset").join(&tag));
     let runtime = Runtime::start(c).unwrap();
     assert_eq!(runtime.stats().enforcement_backend, "cpuset");
 
@@ -508,11 +555,8 @@ async fn containerd_server_serves_warm_invocations_confined_by_cpuset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_containers_are_mapped_in_the_pinned_cgroup_map() {
     let daemon = Daemon::start();
-    let ns = Namespace {
-        daemon: &daemon,
-        name: "corral-bpf".into(),
-    };
-    let parent = parent("ctrd-bpf");
+    let ns = Namespace::new(&daemon, "corral-bpf", "ctrd-bpf");
+    let parent = ns.parent.clone();
     let pin_dir = PathBuf::from(format!(
         "/sys/fs/bpf/corral-test-{}-ctrd",
         std::process::id()
@@ -562,11 +606,8 @@ async fn containerd_containers_are_mapped_in_the_pinned_cgroup_map() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_server_that_dies_or_breaks_the_protocol_is_replaced() {
     let daemon = Daemon::start();
-    let ns = Namespace {
-        daemon: &daemon,
-        name: "corral-fail".into(),
-    };
-    let parent = parent("ctrd-fail");
+    let ns = Namespace::new(&daemon, "corral-fail", "ctrd-fail");
+    let parent = ns.parent.clone();
     let mut c = daemon.config(&parent, &ns.name);
     c.enforcement.backend = EnforcementKind::Memory;
     let runtime = Runtime::start(c).unwrap();
@@ -629,11 +670,8 @@ async fn containerd_server_that_dies_or_breaks_the_protocol_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_leftovers_are_removed_at_open_and_foreign_containers_kept() {
     let daemon = Daemon::start();
-    let ns = Namespace {
-        daemon: &daemon,
-        name: "corral-left".into(),
-    };
-    let parent = parent("ctrd-left");
+    let ns = Namespace::new(&daemon, "corral-left", "ctrd-left");
+    let parent = ns.parent.clone();
     daemon.create_foreign(&ns.name, "someone-else", &[("app", "theirs")]);
     daemon.create_foreign(&ns.name, "other-corral", &[(OWNER_LABEL, "/elsewhere")]);
 
@@ -694,11 +732,8 @@ async fn containerd_leftovers_are_removed_at_open_and_foreign_containers_kept() 
 #[test]
 fn containerd_backend_refuses_functions_it_cannot_run() {
     let daemon = Daemon::start();
-    let _ns = Namespace {
-        daemon: &daemon,
-        name: "corral-check".into(),
-    };
-    let parent = parent("ctrd-check");
+    let _ns = Namespace::new(&daemon, "corral-check", "ctrd-check");
+    let parent = _ns.parent.clone();
     let backend =
         ContainerdBackend::open(&daemon.socket, "corral-check", &parent, &daemon.rootfs).unwrap();
     let err = backend
@@ -759,15 +794,13 @@ fn containerd_backend_refuses_functions_it_cannot_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_exec_mode_runs_a_process_per_invocation() {
     let daemon = Daemon::start();
-    let ns = Namespace {
-        daemon: &daemon,
-        name: "corral-exec".into(),
-    };
-    let parent = parent("ctrd-exec");
+    let ns = Namespace::new(&daemon, "corral-exec", "ctrd-exec");
+    let parent = ns.parent.clone();
     let tag = format!("corral-test-{}-cpuset-exec", std::process::id());
     let mut c = daemon.config(&parent, &ns.name);
     c.enforcement.backend = EnforcementKind::Cpuset;
     c.enforcement.cpuset_prefix = tag.clone();
+    ns.also_remove(Path::new("/sys/fs/cgroup/cpuset").join(&tag));
     let probe = "cat; echo; grep Cpus_allowed_list /proc/self/status; echo cpus=$CORRAL_CPUS; \
                  grep 0:: /proc/self/cgroup";
     let exec = |name: &str, script: &str| {
