@@ -152,8 +152,12 @@ impl Server {
             cgroup_pids(dir).map_err(|e| ActorError::cgroup("list the processes of", dir, e))?;
         for procs in join {
             for pid in &pids {
-                fs::write(procs, pid.to_string())
-                    .map_err(|e| ActorError::cgroup("join", procs, e))?;
+                match fs::write(procs, pid.to_string()) {
+                    Ok(()) => {}
+                    // It exited since the list was read: nothing to move.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(ActorError::cgroup("join", procs, e)),
+                }
             }
         }
         self.joined = join.to_vec();
