@@ -909,3 +909,61 @@ async fn containerd_exec_mode_runs_a_process_per_invocation() {
     assert!(!parent.exists(), "{} left behind", parent.display());
     assert!(!Path::new("/sys/fs/cgroup/cpuset").join(&tag).exists());
 }
+
+/// Concurrency: 48 invocations from 16 callers with an inflight limit of 4 each get a whole
+/// server (the framed stream never interleaves: every reply is a well-formed
+/// `served <n> by pid <pid>` for its own payload), at most 4 containers are ever made, and
+/// each server's counter runs 1..k without gaps, so that the k invocations it served add up
+/// to the 48. The backend's runtime, the caller's and the actix thread never wait on each
+/// other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containerd_concurrent_invocations_each_get_a_whole_server() {
+    let daemon = Daemon::start();
+    let ns = Namespace::new(&daemon, "corral-many", "ctrd-many");
+    let mut c = daemon.config(&ns.parent, &ns.name);
+    c.enforcement.backend = EnforcementKind::Memory;
+    c.limiter.initial = 4;
+    c.limiter.max = 4;
+    let runtime = Runtime::start(c).unwrap();
+    let callers: Vec<_> = (0..16)
+        .map(|caller| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for i in 0..3 {
+                    let payload = format!("caller {caller} call {i}");
+                    let r = runtime.invoke("fa", payload.clone()).await.unwrap();
+                    let text = String::from_utf8(r.output.clone()).unwrap();
+                    assert!(text.ends_with(&format!(": {payload}")), "{text}");
+                    seen.push((r.container.clone(), served(&r.output).0));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
+    for caller in callers {
+        for (container, n) in caller.await.unwrap() {
+            counts.entry(container).or_default().push(n);
+        }
+    }
+    assert!(
+        counts.len() <= 4,
+        "at most the limit of containers: {counts:?}"
+    );
+    let mut total = 0;
+    for (container, mut ns) in counts {
+        ns.sort();
+        let expected: Vec<u64> = (1..=ns.len() as u64).collect();
+        assert_eq!(
+            ns, expected,
+            "{container}'s server counted each of its invocations"
+        );
+        total += ns.len();
+    }
+    assert_eq!(total, 48);
+    assert!(runtime.stats().cold_starts <= 4);
+    runtime.shutdown().await.unwrap();
+    assert!(daemon.containers(&ns.name).is_empty());
+    assert!(!ns.parent.exists());
+}
