@@ -967,3 +967,52 @@ async fn containerd_concurrent_invocations_each_get_a_whole_server() {
     assert!(daemon.containers(&ns.name).is_empty());
     assert!(!ns.parent.exists());
 }
+
+/// A restart of the container manager (its release handler panics, through a test-only
+/// failpoint) rebuilds the pools from the backend's `list`, a gRPC request made from the actix
+/// thread through the backend's own runtime: the warm container comes back from the daemon,
+/// so the one server keeps serving (its counter keeps counting) and there is still one cold
+/// start. Every invocation completes or answers the panic's error; none hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_manager_restart_rebuilds_the_pool_from_the_daemon() {
+    use corral_actors::supervision::{points, Failpoints};
+    let daemon = Daemon::start();
+    let ns = Namespace::new(&daemon, "corral-restart", "ctrd-restart");
+    let mut c = daemon.config(&ns.parent, &ns.name);
+    c.enforcement.backend = EnforcementKind::Memory;
+    // Every release through the manager, where the failpoint is.
+    c.containers.warm_lane = false;
+    let failpoints = std::sync::Arc::new(Failpoints::new());
+    failpoints.arm(points::RELEASE_CONTAINER, 2, 3);
+    let runtime = Runtime::builder(c)
+        .failpoints(failpoints.clone())
+        .start()
+        .unwrap();
+    let mut counts = Vec::new();
+    for i in 0..12 {
+        let r = tokio::time::timeout(Duration::from_secs(20), runtime.invoke("fa", "x"))
+            .await
+            .unwrap_or_else(|_| panic!("invocation {i} hung"));
+        match r {
+            Ok(r) => counts.push(served(&r.output).0),
+            Err(RuntimeError::Control {
+                source: ActorError::HandlerPanicked { .. } | ActorError::ActorUnavailable { .. },
+            }) => {}
+            Err(e) => panic!("invocation {i}: {e:?}"),
+        }
+    }
+    assert_eq!(failpoints.fired(points::RELEASE_CONTAINER), 3);
+    assert_eq!(
+        runtime.stats().cold_starts,
+        1,
+        "the rebuilt pool holds the warm container"
+    );
+    assert!(
+        counts.windows(2).all(|w| w[0] < w[1]),
+        "one server counts on: {counts:?}"
+    );
+    assert_eq!(daemon.containers(&ns.name).len(), 1);
+    runtime.shutdown().await.unwrap();
+    assert!(daemon.containers(&ns.name).is_empty());
+    assert!(!ns.parent.exists());
+}
