@@ -160,6 +160,17 @@ pub enum ActorError {
         /// The tail of its standard error.
         stderr: String,
     },
+    /// The containerd daemon refused or failed a request (or could not be reached). The
+    /// message carries the daemon's answer, since an invocation's error is often all a caller
+    /// prints.
+    #[error("containerd could not {operation}: {source}")]
+    Containerd {
+        /// What was asked, naming the container (`create container fa-1`, `kill task fa-1`).
+        operation: String,
+        /// The gRPC status or transport error.
+        #[source]
+        source: BoxError,
+    },
     /// A map backend could not commit or remove an enforcement, or publish groups. The
     /// message carries the cause (the map full, a group not published, ...), since an
     /// invocation's error is often all a caller prints.

@@ -119,17 +119,21 @@ pub enum ContainerBackendKind {
     Local,
     /// No processes: an invocation answers its payload (logic tests, simulations).
     Sim,
+    /// containerd containers made from a root file system directory, each task a
+    /// `server`-mode function's server (`[containers.containerd]`).
+    Containerd,
 }
 
 /// Containers: backend and warm pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainersConfig {
-    /// `local` or `sim`; required (see [`ContainerBackendKind`]).
+    /// `local`, `containerd` or `sim`; required (see [`ContainerBackendKind`]).
     #[serde(default)]
     pub backend: Option<ContainerBackendKind>,
-    /// `local`: the cgroup v2 directory containers are created under (created if missing,
-    /// removed at shutdown if it was). Default: `corral` under the cgroup2 mount.
+    /// `local` and `containerd`: the cgroup v2 directory containers are created under
+    /// (created if missing, removed at shutdown if it was). Default: `corral` under the
+    /// cgroup2 mount.
     #[serde(default)]
     pub cgroup_parent: Option<PathBuf>,
     /// `sim`: simulated cold-start time in microseconds.
@@ -149,6 +153,90 @@ pub struct ContainersConfig {
     /// actors (no thread hop). Default `true`; `false` sends every invocation through them.
     #[serde(default = "default_true")]
     pub warm_lane: bool,
+    /// `containerd`: the daemon and what containers are made from.
+    #[serde(default)]
+    pub containerd: ContainerdConfig,
+}
+
+/// `[containers.containerd]`: the daemon the `containerd` backend talks to and the root file
+/// system its containers are made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerdConfig {
+    /// The daemon's gRPC socket. Default `/run/containerd/containerd.sock`.
+    #[serde(default = "default_containerd_socket")]
+    pub socket: PathBuf,
+    /// The containerd namespace corral's containers live in. Default `corral`.
+    #[serde(default = "default_containerd_namespace")]
+    pub namespace: String,
+    /// An unpacked root file system (an absolute directory) holding every function's command
+    /// and what it needs; mounted read-only in each container. Required.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+}
+
+fn default_containerd_socket() -> PathBuf {
+    PathBuf::from("/run/containerd/containerd.sock")
+}
+fn default_containerd_namespace() -> String {
+    "corral".into()
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        ContainerdConfig {
+            socket: default_containerd_socket(),
+            namespace: default_containerd_namespace(),
+            rootfs: None,
+        }
+    }
+}
+
+impl ContainerdConfig {
+    /// Checks what the `containerd` backend needs: the socket exists and is a socket, and the
+    /// root file system is an absolute directory. Each error names the key and the fix.
+    pub fn validate(&self) -> Result<PathBuf, ActorError> {
+        use std::os::unix::fs::FileTypeExt;
+        let socket_ok = std::fs::metadata(&self.socket).map(|m| m.file_type().is_socket());
+        match socket_ok {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ActorError::invalid(
+                    "containers.containerd.socket",
+                    self.socket.display(),
+                    "is not a socket; give the path of containerd's gRPC socket (its config's \
+                     [grpc] address)",
+                ))
+            }
+            Err(e) => {
+                return Err(ActorError::invalid(
+                    "containers.containerd.socket",
+                    self.socket.display(),
+                    format!(
+                        "cannot be reached ({e}); start containerd (`cargo xtask setup` \
+                         installs it) or give the path of its gRPC socket"
+                    ),
+                ))
+            }
+        }
+        let Some(rootfs) = &self.rootfs else {
+            return Err(ActorError::invalid(
+                "containers.containerd.rootfs",
+                "(unset)",
+                "give the absolute path of an unpacked root file system holding the functions' \
+                 commands (e.g. a directory with busybox and your server binaries)",
+            ));
+        };
+        if !rootfs.is_absolute() || !rootfs.is_dir() {
+            return Err(ActorError::invalid(
+                "containers.containerd.rootfs",
+                rootfs.display(),
+                "must be an absolute path to an existing directory (an unpacked root file \
+                 system holding the functions' commands)",
+            ));
+        }
+        Ok(rootfs.clone())
+    }
 }
 
 fn default_keep_alive_ms() -> u64 {
@@ -171,6 +259,7 @@ impl Default for ContainersConfig {
             max_warm: default_max_warm(),
             reap_period_ms: default_reap_period_ms(),
             warm_lane: true,
+            containerd: ContainerdConfig::default(),
         }
     }
 }
@@ -183,8 +272,9 @@ impl ContainersConfig {
                 "containers.backend",
                 "(unset)",
                 "choose \"local\" (a container is a cgroup v2 directory and each invocation a \
-                 real process) or \"sim\" (no processes: an invocation answers its payload, \
-                 for tests and simulations)",
+                 real process), \"containerd\" (a containerd container per warm server-mode \
+                 function, see [containers.containerd]) or \"sim\" (no processes: an \
+                 invocation answers its payload, for tests and simulations)",
             )
         })
     }
@@ -198,12 +288,19 @@ impl ContainersConfig {
         }
     }
 
-    /// The cgroup parent: configured, or `corral` under the first cgroup2 mount.
+    /// The cgroup parent: configured, or under the first cgroup2 mount `corral`
+    /// (`corral-containerd` for the `containerd` backend: on hybrid hosts runc mirrors the
+    /// parent into the v1 cpuset hierarchy, where `corral` is the `cpuset` backend's default
+    /// prefix).
     pub fn resolved_cgroup_parent(&self) -> Result<PathBuf, ActorError> {
         if let Some(p) = &self.cgroup_parent {
             return Ok(p.clone());
         }
-        cgroup2_mount().map(|m| m.join("corral")).ok_or_else(|| {
+        let name = match self.backend {
+            Some(ContainerBackendKind::Containerd) => "corral-containerd",
+            _ => "corral",
+        };
+        cgroup2_mount().map(|m| m.join(name)).ok_or_else(|| {
             ActorError::invalid(
                 "containers.cgroup_parent",
                 "(unset)",
@@ -467,6 +564,10 @@ impl RuntimeConfig {
         if let Some(parent) = &self.containers.cgroup_parent {
             owned_path("containers.cgroup_parent", parent)?;
         }
+        if self.containers.backend == Some(ContainerBackendKind::Containerd) {
+            self.containers.containerd.validate()?;
+            self.check_containerd_cpuset_prefix()?;
+        }
         owned_path("enforcement.pin_dir", &self.enforcement.pin_dir)?;
         owned_path(
             "enforcement.cpuset_v1_root",
@@ -477,6 +578,38 @@ impl RuntimeConfig {
             groups,
             host,
         })
+    }
+}
+
+impl RuntimeConfig {
+    /// On a hybrid host runc mirrors a container's `cgroupsPath` into every v1 hierarchy, so
+    /// the cgroup parent's first directory appears in the v1 cpuset hierarchy too; the
+    /// `cpuset` backend's prefix there must be another directory.
+    fn check_containerd_cpuset_prefix(&self) -> Result<(), ActorError> {
+        let (Ok(parent), Some(mount)) = (self.containers.resolved_cgroup_parent(), cgroup2_mount())
+        else {
+            return Ok(());
+        };
+        let first = parent
+            .strip_prefix(&mount)
+            .ok()
+            .and_then(|rel| rel.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        if first.as_deref() == Some(self.enforcement.cpuset_prefix.as_str()) {
+            return Err(ActorError::invalid(
+                "enforcement.cpuset_prefix",
+                &self.enforcement.cpuset_prefix,
+                format!(
+                    "with containers.backend = \"containerd\", runc also creates `{}` in the v1 \
+                     cpuset hierarchy for containers.cgroup_parent {}; give the cpusets another \
+                     prefix, e.g. cpuset_prefix = \"{}-cpuset\"",
+                    self.enforcement.cpuset_prefix,
+                    parent.display(),
+                    self.enforcement.cpuset_prefix
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -663,6 +796,78 @@ mod tests {
             err.contains("containers.backend") && err.contains("local"),
             "{err}"
         );
+    }
+
+    /// `backend = "containerd"` checks its section up front: a socket that is missing or not a
+    /// socket, and a root file system unset, relative or missing, each name their key and fix.
+    #[test]
+    fn containerd_settings_are_checked_naming_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        let with = |socket: &str, rootfs: Option<&str>| {
+            let rootfs = rootfs
+                .map(|r| format!("rootfs = \"{r}\"\n"))
+                .unwrap_or_default();
+            check(&format!(
+                "[containers]\nbackend = \"containerd\"\n[containers.containerd]\n\
+                 socket = \"{socket}\"\n{rootfs}"
+            ))
+        };
+        let (sock, root) = (socket.to_str().unwrap(), rootfs.to_str().unwrap());
+        assert_eq!(with(sock, Some(root)), "ok");
+        let err = with("/nonexistent/containerd.sock", Some(root));
+        assert!(
+            err.contains("containers.containerd.socket") && err.contains("cargo xtask setup"),
+            "{err}"
+        );
+        let err = with(root, Some(root));
+        assert!(
+            err.contains("containers.containerd.socket") && err.contains("not a socket"),
+            "{err}"
+        );
+        let err = with(sock, None);
+        assert!(err.contains("containers.containerd.rootfs"), "{err}");
+        for bad in ["relative/rootfs", "/nonexistent/rootfs"] {
+            let err = with(sock, Some(bad));
+            assert!(
+                err.contains("containers.containerd.rootfs") && err.contains("absolute"),
+                "{err}"
+            );
+        }
+        let err = check("[containers.containerd]\nsockett = \"/x\"\n");
+        assert!(err.contains("sockett"), "{err}");
+    }
+
+    /// With containerd on a hybrid host runc mirrors the cgroup parent into the v1 cpuset
+    /// hierarchy, so a cpuset prefix equal to the parent's first directory is refused, naming
+    /// `enforcement.cpuset_prefix` and a prefix that works.
+    #[test]
+    fn containerd_refuses_a_cpuset_prefix_that_runc_would_share() {
+        let Some(mount) = cgroup2_mount() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let with = |prefix: &str| {
+            check(&format!(
+                "[containers]\nbackend = \"containerd\"\ncgroup_parent = \"{}\"\n\
+                 [containers.containerd]\nsocket = \"{}\"\nrootfs = \"{}\"\n\
+                 [enforcement]\ncpuset_prefix = \"{prefix}\"\n",
+                mount.join("corral").display(),
+                socket.display(),
+                dir.path().display()
+            ))
+        };
+        let err = with("corral");
+        assert!(
+            err.contains("enforcement.cpuset_prefix") && err.contains("corral-cpuset"),
+            "{err}"
+        );
+        assert_eq!(with("corral-cpuset"), "ok");
     }
 
     /// A TOML value of any shape the configuration might meet: integers from 0 to i64::MAX

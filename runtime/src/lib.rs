@@ -44,8 +44,8 @@ pub mod testkit;
 
 pub use bpf_enforcement::BpfMapBackend;
 pub use config::{
-    ContainerBackendKind, ContainersConfig, DetachedPolicy, EnforcementConfig, EnforcementKind,
-    RuntimeConfig, SchedulerMode,
+    ContainerBackendKind, ContainerdConfig, ContainersConfig, DetachedPolicy, EnforcementConfig,
+    EnforcementKind, RuntimeConfig, SchedulerMode,
 };
 pub use corral_actors::config::{
     FunctionMode, FunctionSpec, GroupConfig, GroupOrder, HostConfig, LimiterConfig, MonitorConfig,

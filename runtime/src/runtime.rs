@@ -347,6 +347,7 @@ fn open_container_backend(
         ContainerBackendKind::Local => Arc::new(LocalBackend::open(
             config.containers.resolved_cgroup_parent()?,
         )?),
+        ContainerBackendKind::Containerd => open_containerd(config)?,
     })
 }
 
@@ -382,6 +383,32 @@ fn check_cpuset_fallback(config: &RuntimeConfig, backend: &str) -> Result<(), Ru
         )));
     }
     Ok(())
+}
+
+/// The `containerd` backend, on `[containers.containerd]` and the cgroup parent.
+#[cfg(feature = "containerd")]
+fn open_containerd(config: &RuntimeConfig) -> Result<Arc<dyn ContainerBackend>, RuntimeError> {
+    use corral_actors::container_backend::containerd::ContainerdBackend;
+    let c = &config.containers.containerd;
+    let rootfs = c.validate()?;
+    Ok(Arc::new(ContainerdBackend::open(
+        &c.socket,
+        &c.namespace,
+        config.containers.resolved_cgroup_parent()?,
+        rootfs,
+    )?))
+}
+
+/// Without the `containerd` feature there is no such backend; the error says how to get one.
+#[cfg(not(feature = "containerd"))]
+fn open_containerd(_: &RuntimeConfig) -> Result<Arc<dyn ContainerBackend>, RuntimeError> {
+    Err(corral_actors::ActorError::invalid(
+        "containers.backend",
+        "containerd",
+        "this corral was built without the `containerd` feature; rebuild it with default \
+         features (or `--features containerd`)",
+    )
+    .into())
 }
 
 struct SetupParts {

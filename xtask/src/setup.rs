@@ -111,9 +111,24 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("zlib1g-dev", "libbpf links against zlib"),
     ("pkg-config", "locates libelf and zlib for libbpf-sys"),
     ("qemu-system-x86", "boots the sched_ext test guest"),
-    ("busybox-static", "the guest's shell and tools"),
+    (
+        "busybox-static",
+        "the guest's shell and tools, and the containerd tests' root file system",
+    ),
     ("cpio", "packs the guest's initramfs"),
     ("bpftool", "dumps the pinned maps in tests and in the guest"),
+    (
+        "protobuf-compiler",
+        "protoc, which containerd-client's build script runs on containerd's API",
+    ),
+    (
+        "containerd",
+        "the containerd container backend, and the daemon its host tests start",
+    ),
+    (
+        "runc",
+        "the OCI runtime containerd's runc shim runs tasks with",
+    ),
 ];
 
 /// Returns the packages of [`PACKAGES`] that dpkg does not report as installed.

@@ -5,12 +5,17 @@
 //!
 //! # Layout
 //! - [`cgroup_name`]: Docker, containerd and plain cgroup names, resolved to a cgroup v2 id.
+//! - `containerd` (feature `containerd`): containerd containers from a root file system
+//!   directory; the task is a `server`-mode function's server, or (`exec` mode) a created
+//!   task each invocation execs a process into.
 //! - [`local`]: cgroup v2 directories under a configurable parent; a command per invocation
 //!   (`exec` mode) or one server process per container (`server` mode, [`frame`]).
 //! - [`frame`]: the framed protocol of `server`-mode functions.
 //! - [`sim`]: synthetic containers with simulated cold-start and run times.
 
 pub mod cgroup_name;
+#[cfg(feature = "containerd")]
+pub mod containerd;
 pub mod frame;
 pub mod local;
 mod local_server;

@@ -97,7 +97,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
     }
     let sample_parent = match config.runtime.containers.backend_kind()? {
-        ContainerBackendKind::Local => Some(config.runtime.containers.resolved_cgroup_parent()?),
+        ContainerBackendKind::Local | ContainerBackendKind::Containerd => {
+            Some(config.runtime.containers.resolved_cgroup_parent()?)
+        }
         ContainerBackendKind::Sim => None,
     };
 
