@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`cli`]: `corral sched` in the foreground with `corral map`/`unmap`/`maps dump`/`status`
 //!   from other processes, its reattach after an exit, and SIGTERM.
+//! - [`containerd`]: a containerd container's server placed by the scheduler end to end.
 //! - [`guest_env`]: the guest offers what corral needs (sched_ext, cgroup2 cpuset, bpffs).
 //! - [`isolation`]: what keeps the scheduler attached and groups isolated: late joiners, unmapped
 //!   hogs, affinity overrides, CPU hotplug, control-plane churn, partial mode, the violation
@@ -16,6 +17,7 @@
 //! - [`runtime`]: the actor runtime end to end with the `local` backend and the `bpf` map writer.
 
 mod cli;
+mod containerd;
 mod guest_env;
 mod isolation;
 mod runtime;

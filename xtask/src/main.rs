@@ -415,6 +415,13 @@ impl<'a> Executor<'a> {
         argv.extend(args.vm_args.iter().cloned());
         let mut binaries = vec![test_bin];
         binaries.extend(self.bins.iter().cloned());
+        // For the containerd test: the daemon, its runc shim and runc (the setup installs
+        // them; without them that test fails, naming them).
+        for tool in ["containerd", "containerd-shim-runc-v2", "runc"] {
+            if let Some(path) = xtask::initramfs::find_on_path(tool) {
+                binaries.push(path);
+            }
+        }
         let spec = GuestSpec {
             binaries,
             command: GuestCommand::Argv(argv),
