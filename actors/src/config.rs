@@ -844,7 +844,15 @@ pub struct FunctionSpec {
     /// `ActorError::OutputTooLarge`. Default [`DEFAULT_MAX_OUTPUT_BYTES`] (16 MiB).
     #[serde(default)]
     pub max_output_bytes: Option<u64>,
+    /// The user the function's processes run as: `"<uid>:<gid>"` or `"<uid>"` (numbers), or
+    /// `"root"`. Default [`DEFAULT_RUN_AS`] (`nobody`), so that a function cannot open what
+    /// root owns (the pinned maps among it). They keep no capability in any case.
+    #[serde(default)]
+    pub run_as: Option<String>,
 }
+
+/// The default `functions[].run_as`: `nobody:nogroup`.
+pub const DEFAULT_RUN_AS: &str = "65534:65534";
 
 /// The default `functions[].timeout_ms`: five minutes.
 pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
@@ -880,7 +888,30 @@ impl FunctionSpec {
             timeout_ms: None,
             mode: FunctionMode::Exec,
             max_output_bytes: None,
+            run_as: None,
         }
+    }
+
+    /// The (uid, gid) the function's processes run as (`run_as`, or the default).
+    pub fn user(&self) -> Result<(u32, u32), ActorError> {
+        let text = self.run_as.as_deref().unwrap_or(DEFAULT_RUN_AS);
+        let bad = || {
+            ActorError::invalid(
+                "functions.run_as",
+                text,
+                "write \"<uid>:<gid>\" or \"<uid>\" as numbers (e.g. \"65534:65534\" for nobody), or \"root\"",
+            )
+        };
+        if text == "root" {
+            return Ok((0, 0));
+        }
+        let (uid, gid) = text.split_once(':').unwrap_or((text, text));
+        let num = |t: &str| t.trim().parse::<u32>().map_err(|_| bad());
+        let (uid, gid) = (num(uid)?, num(gid)?);
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(bad());
+        }
+        Ok((uid, gid))
     }
 
     /// The most bytes one invocation may answer (`max_output_bytes`, or the default).
@@ -915,6 +946,7 @@ impl FunctionSpec {
                 " bytes",
             )?;
         }
+        self.user()?;
         if let Some(n) = self.max_warm {
             check_range("functions.max_warm", n, 0, MAX_LIMIT, "")?;
         }

@@ -192,6 +192,99 @@ async fn function_processes_inherit_no_bpf_descriptor() {
     assert!(!parent.exists());
 }
 
+/// A function keeps no capability and is not root: its process (a command per invocation, and a
+/// server-mode process alike) runs as nobody (`run_as`'s default), with empty effective,
+/// permitted, inheritable, bounding and ambient sets and `no_new_privs`, so it cannot open the pinned maps (the `bpf()` call needs CAP_BPF or
+/// CAP_SYS_ADMIN where unprivileged BPF is off, as here) or regain anything through a setuid
+/// binary. The proof: the function runs `corral maps dump` on the runtime's own pins, and it
+/// is refused, while the same command run by the test opens them.
+#[tokio::test]
+async fn function_processes_keep_no_capability_and_cannot_open_the_pins() {
+    require_root();
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/corral-test-{}-caps",
+        std::process::id()
+    ));
+    let parent = corral::config::cgroup2_mount()
+        .expect("a cgroup2 mount")
+        .join(format!("corral-test-{}-caps", std::process::id()));
+    let mut c = RuntimeConfig::with_groups(groups());
+    c.monitor.enabled = false;
+    c.containers.backend = Some(ContainerBackendKind::Local);
+    c.containers.cgroup_parent = Some(parent.clone());
+    c.enforcement.backend = EnforcementKind::Bpf;
+    c.enforcement.load_scheduler = false;
+    c.enforcement.pin_dir = pin_dir.clone();
+    // The corral binary, built next to this test (cargo test --workspace builds it).
+    let exe = std::env::current_exe().unwrap();
+    let corral_bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("corral");
+    assert!(
+        corral_bin.is_file(),
+        "{} is missing: run cargo test --workspace",
+        corral_bin.display()
+    );
+    let mut f = FunctionSpec::named("caps");
+    f.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; \
+             {} maps dump --pin-dir {} >/dev/null 2>&1 && echo pins=opened || echo pins=refused",
+            corral_bin.display(),
+            pin_dir.display()
+        ),
+    ];
+    c.functions.push(f);
+    let runtime = Runtime::start(c).unwrap();
+    let r = runtime.invoke("caps", vec![]).await.unwrap();
+    let out = String::from_utf8_lossy(&r.output).into_owned();
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap_or_else(|| panic!("no {set} in:\n{out}"));
+        assert!(
+            line.ends_with("0000000000000000"),
+            "the function kept capabilities: {line}\n{out}"
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{out}"
+    );
+    for id in ["Uid:", "Gid:"] {
+        let line = out.lines().find(|l| l.starts_with(id)).unwrap();
+        assert!(
+            line.split_whitespace().skip(1).all(|v| v == "65534"),
+            "not run as nobody (run_as's default): {line}"
+        );
+    }
+    assert!(
+        out.contains("pins=refused"),
+        "the function opened the pinned maps:\n{out}"
+    );
+    // The same command, run by the test itself (with root's capabilities), opens them: the
+    // refusal above is the capabilities', not a broken command.
+    let direct = std::process::Command::new(&corral_bin)
+        .args(["maps", "dump", "--pin-dir"])
+        .arg(&pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    runtime.shutdown().await.unwrap();
+    PinnedMaps::remove_pins(&pin_dir).unwrap();
+    assert!(!parent.exists());
+}
+
 /// The cgroup map filled to its capacity: the next mapping is refused with an error that
 /// names the capacity and the fix, nothing already mapped changes, and freeing one entry makes
 /// room again. Through the runtime: an invocation that needs a new mapping fails with that

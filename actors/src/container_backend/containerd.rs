@@ -773,9 +773,11 @@ fn process_spec(spec: &FunctionSpec, id: &str, extra: &[(&str, String)]) -> serd
     env.insert("CORRAL_MODE".into(), mode.into());
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // Validated at registration (`FunctionSpec::validate`).
+    let (uid, gid) = spec.user().unwrap_or((65534, 65534));
     serde_json::json!({
         "terminal": false,
-        "user": {"uid": 0, "gid": 0},
+        "user": {"uid": uid, "gid": gid},
         "args": spec.command,
         "env": env,
         "cwd": "/",

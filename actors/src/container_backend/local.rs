@@ -410,6 +410,7 @@ impl ContainerBackend for LocalBackend {
             // `join_cgroups_and_policy`); the mask is built here, before the fork.
             let sched_ext = enforcement.sched_ext.then(|| cpu_set(&enforcement.cpus));
 
+            let (uid, gid) = spec.user()?;
             // fork + pre_exec + exec run on the blocking pool, not on the actix thread: a fork
             // copies the whole runtime's page tables, and every actor shares that thread.
             let (spawn_spec, spawn_id) = (Arc::clone(&spec), id.clone());
@@ -432,7 +433,10 @@ impl ContainerBackend for LocalBackend {
                 // SAFETY: the closure only makes async-signal-safe calls (getpid, write,
                 // syscall) on memory prepared before the fork.
                 unsafe {
-                    cmd.pre_exec(move || join_cgroups_and_policy(&fds, sched_ext));
+                    cmd.pre_exec(move || {
+                        join_cgroups_and_policy(&fds, sched_ext)?;
+                        drop_privileges(uid, gid)
+                    });
                 }
                 let child = cmd.spawn();
                 drop(joins);
@@ -642,6 +646,65 @@ pub(super) fn join_cgroups_and_policy(
         if unsafe { libc::sched_setaffinity(0, size, &inherited) } < 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Runs in the child between fork and exec, after it joined its cgroups (and switched its
+/// policy): it becomes the function's `run_as` user (`uid`, `gid`, no supplementary groups)
+/// and keeps no capability. Every capability leaves the bounding set first (which needs
+/// root's CAP_SETPCAP), then the user changes, the effective, permitted and inheritable sets
+/// are emptied (a change away from root empties them anyway), and `no_new_privs` is set, so
+/// neither exec nor a setuid binary gives anything back. Async-signal-safe: syscalls only.
+pub(super) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    // The kernel's last capability is below 64; dropping one it does not know is EINVAL.
+    for cap in 0..64 {
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    // SAFETY: plain syscalls with integer arguments (and a null group list of length 0).
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) < 0
+            || libc::setresgid(gid, gid, gid) < 0
+            || libc::setresuid(uid, uid, uid) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data are the v3 layout capset(2) reads (two data words).
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -78,6 +78,7 @@ pub(super) fn start(
         .open(&procs)
         .map_err(|e| ActorError::cgroup("open", &procs, e))?;
     let fd = join.as_raw_fd();
+    let (uid, gid) = spec.user()?;
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
         .envs(&spec.env)
@@ -90,7 +91,10 @@ pub(super) fn start(
     // SAFETY: the closure only makes async-signal-safe calls on memory prepared before the
     // fork.
     unsafe {
-        cmd.pre_exec(move || super::local::join_cgroups_and_policy(&[fd], None));
+        cmd.pre_exec(move || {
+            super::local::join_cgroups_and_policy(&[fd], None)?;
+            super::local::drop_privileges(uid, gid)
+        });
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     drop(join);
