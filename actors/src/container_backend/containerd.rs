@@ -4,7 +4,7 @@
 //! started at the cold start, and serves every invocation over the framed protocol of
 //! [`super::frame`] on FIFOs the shim copies to its standard input and output. In `exec` mode
 //! the task is created and never started, and each invocation execs the command into the
-//! container ([`exec`]).
+//! container (`exec`).
 //!
 //! # Ownership
 //! Every container carries the label `corral=<owner>`, the owner being the cgroup parent's
@@ -38,12 +38,12 @@
 //! A `server`-mode invocation makes no request to the daemon: the FIFOs' descriptors are kept
 //! plain (non-blocking) and registered with the tokio runtime of whoever runs the invocation,
 //! for that invocation only, as the `local` backend's server mode does, so the warm path has
-//! no thread hop ([`server`]). An `exec`-mode invocation asks the daemon to exec, start, close
+//! no thread hop (`server`). An `exec`-mode invocation asks the daemon to exec, start, close
 //! the input of, wait for and delete its process, each through the backend's runtime.
 //!
 //! # Layout
-//! - [`server`]: `server` mode, the task's init serving frames.
-//! - [`exec`]: `exec` mode, a process exec'd into a created task per invocation.
+//! - `server`: `server` mode, the task's init serving frames.
+//! - `exec`: `exec` mode, a process exec'd into a created task per invocation.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File};
