@@ -323,3 +323,165 @@ fn run_without_an_attached_scheduler_warns_and_fails() {
         "containers left behind"
     );
 }
+
+/// Starts `corral sched` on `config` and `pin_dir`; answers it and a receiver of its lines.
+fn start_sched(config: &std::path::Path, pin_dir: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut sched = Command::new("corral")
+        .args([
+            "sched",
+            "--config",
+            config.to_str().unwrap(),
+            "--pin-dir",
+            pin_dir,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start corral sched");
+    let stdout = sched.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("corral sched: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (sched, rx)
+}
+
+/// `corral sched` is killed (SIGKILL: no chance to detach) while a worker that links the
+/// runtime (`load_scheduler = false`, the same pins) keeps invoking functions and writing the
+/// maps. The kernel drops the scheduler with its process; the invocations in flight complete
+/// (their tasks fall back to the fair class) and so do new ones, whose cold starts write the
+/// maps meanwhile; a restarted `corral sched` attaches on the same pinned maps with every
+/// enforcement kept, and placement resumes: every function thread runs only on its group's CPU
+/// and the scheduler counts no violation.
+#[test]
+fn killing_corral_sched_while_a_worker_writes_maps_loses_nothing() {
+    require_guest();
+    let _no_scheduler = crate::sched::without_shared_scheduler();
+    const PINS: &str = "/sys/fs/bpf/corral-vm-kill";
+    let dir = std::env::temp_dir().join("corral-vm-kill");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("groups.toml");
+    let groups = "[[groups]]\nname = \"a\"\ncpus = \"2\"\n[[groups]]\nname = \"b\"\ncpus = \"3\"\n\
+                  [host]\ncpus = \"0-1\"\n";
+    std::fs::write(&config, groups).unwrap();
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        cgroup: PathBuf::from("/sys/fs/cgroup/corral-vm-kill-none"),
+    };
+    let (sched, rx) = start_sched(&config, PINS);
+    cleanup.children.push(sched);
+    wait_for_line(&rx, "scheduler attached in full mode");
+
+    let parent = PathBuf::from("/sys/fs/cgroup/corral-vm-kill");
+    let mut c = corral::RuntimeConfig::from_toml_str(groups).unwrap();
+    c.limiter.initial = 8;
+    c.limiter.max = 8;
+    c.monitor.enabled = false;
+    c.placement.policy = corral::PolicyKind::Pinned;
+    c.placement.pinned.insert("fa".into(), "a".into());
+    c.placement.pinned.insert("fb".into(), "b".into());
+    c.containers.backend = Some(corral::ContainerBackendKind::Local);
+    c.containers.cgroup_parent = Some(parent.clone());
+    c.enforcement.backend = corral::EnforcementKind::Bpf;
+    c.enforcement.load_scheduler = false;
+    c.enforcement.pin_dir = PathBuf::from(PINS);
+    for name in ["fa", "fb"] {
+        let mut f = corral::FunctionSpec::named(name);
+        f.command = ["corral-spin", "--millis", "200", "--report"]
+            .map(String::from)
+            .to_vec();
+        c.functions.push(f);
+    }
+    let cpu_of = |r: &corral::InvocationResult| {
+        let out = String::from_utf8_lossy(&r.output).into_owned();
+        out.lines()
+            .find_map(|l| l.strip_prefix("cpus-seen="))
+            .unwrap_or_else(|| panic!("no cpus-seen in {out}"))
+            .to_string()
+    };
+    let want = |r: &corral::InvocationResult| if r.function == "fa" { "2" } else { "3" };
+
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let runtime = corral::Runtime::start(c).expect("start the worker's runtime");
+            let invoke_all = |n: usize| {
+                (0..n)
+                    .map(|i| {
+                        let rt = runtime.clone();
+                        tokio::spawn(async move {
+                            rt.invoke(if i % 2 == 0 { "fa" } else { "fb" }, vec![])
+                                .await
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            for call in invoke_all(4) {
+                let r = call.await.unwrap().expect("invocation");
+                assert_eq!(cpu_of(&r), want(&r), "placed before the kill");
+            }
+
+            // Kill it mid-flight.
+            let in_flight = invoke_all(8);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let sched = cleanup.children.remove(0);
+            let mut sched = sched;
+            sched.kill().unwrap();
+            sched.wait().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::fs::read_to_string("/sys/kernel/sched_ext/state")
+                .unwrap()
+                .trim()
+                != "disabled"
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the scheduler outlived its process"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for call in in_flight {
+                call.await
+                    .unwrap()
+                    .expect("an invocation in flight when corral sched died");
+            }
+            // Detached: invocations still run, and new containers still get mapped.
+            for call in invoke_all(8) {
+                call.await
+                    .unwrap()
+                    .expect("an invocation with no scheduler");
+            }
+            let maps = corral_bpf::PinnedMaps::open(PINS).unwrap();
+            assert_eq!(
+                maps.cgroups().entries().unwrap().len(),
+                runtime.stats().live_containers,
+                "every container's enforcement is in the pinned maps"
+            );
+
+            // Back: the same pins, every enforcement kept; placement resumes.
+            let (sched, rx) = start_sched(&config, PINS);
+            cleanup.children.push(sched);
+            wait_for_line(&rx, "scheduler attached in full mode");
+            for g in [0, 1] {
+                maps.stats().reset(g).unwrap();
+            }
+            for call in invoke_all(8) {
+                let r = call.await.unwrap().expect("invocation after the restart");
+                assert_eq!(cpu_of(&r), want(&r), "placed again after the restart");
+            }
+            for g in [0, 1] {
+                let s = maps.stats().read(g).unwrap();
+                assert!(s.runs > 0, "group {g}: {s:?}");
+                assert_eq!(s.violations, 0, "group {g}: {s:?}");
+            }
+            runtime.shutdown().await.expect("shutdown");
+            assert!(maps.cgroups().entries().unwrap().is_empty());
+        });
+    assert!(!parent.exists());
+    let _ = corral_bpf::PinnedMaps::remove_pins(PINS);
+}
