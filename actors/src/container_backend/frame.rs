@@ -250,3 +250,107 @@ mod tests {
         ));
     }
 }
+
+/// The two ends corral holds of a server process (its standard input's write end and its
+/// standard output's read end, pipes or FIFOs), as plain non-blocking descriptors. Each
+/// exchange registers them with the tokio runtime it runs on and gives them back after, so a
+/// warm-lane invocation does its I/O on the caller's runtime and an actor-path one on the
+/// actix thread's. `None` after a cancelled exchange lost them (the server is then unusable).
+#[derive(Debug, Default)]
+pub struct ServerEnds {
+    /// The server's standard input, write end.
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    /// The server's standard output, read end.
+    pub stdout: Option<std::os::fd::OwnedFd>,
+}
+
+/// Why an exchange with a server failed.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// The ends were lost by an exchange that was cancelled.
+    Lost,
+    /// The ends could not be registered with the current runtime (no IO driver).
+    Register(io::Error),
+    /// Writing the request failed (the server is gone, most likely).
+    Write(io::Error),
+    /// The reply could not be read.
+    Frame(FrameError),
+}
+
+impl ServerEnds {
+    /// One request and its reply, on the current runtime.
+    pub async fn exchange(&mut self, payload: &[u8], limit: u64) -> Result<Reply, ExchangeError> {
+        use tokio::net::unix::pipe;
+        let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
+            return Err(ExchangeError::Lost);
+        };
+        let mut tx =
+            pipe::Sender::from_owned_fd_unchecked(stdin).map_err(ExchangeError::Register)?;
+        let mut rx =
+            pipe::Receiver::from_owned_fd_unchecked(stdout).map_err(ExchangeError::Register)?;
+        let reply = match write_request(&mut tx, payload).await {
+            Ok(()) => read_reply(&mut rx, limit)
+                .await
+                .map_err(ExchangeError::Frame),
+            Err(e) => Err(ExchangeError::Write(e)),
+        };
+        // Back to plain descriptors, for whichever runtime runs the next invocation.
+        self.stdin = tx.into_nonblocking_fd().ok();
+        self.stdout = rx.into_nonblocking_fd().ok();
+        reply
+    }
+}
+
+/// What an exchange means for the invocation.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Settled: the output, or the invocation's error.
+    Settled(Result<Vec<u8>, crate::error::ActorError>),
+    /// The server broke the exchange (`what` happened): the backend adds what became of the
+    /// process and its last words, and answers `ServerFailed`.
+    Broken(String),
+}
+
+/// Maps an exchange's outcome to the invocation's, the same for every backend. `ends` names
+/// the server's ends in messages ("pipes", "FIFOs").
+pub fn verdict(
+    function: &str,
+    container: &str,
+    ends: &str,
+    outcome: Result<Reply, ExchangeError>,
+) -> Verdict {
+    use crate::error::ActorError;
+    let failed = |what: String| ActorError::ServerFailed {
+        function: function.to_owned(),
+        container: container.to_owned(),
+        what,
+        stderr: String::new(),
+    };
+    Verdict::Settled(match outcome {
+        Ok(Reply::Ok(out)) => Ok(out),
+        Ok(Reply::Failed(message)) => Err(ActorError::FunctionFailed {
+            function: function.to_owned(),
+            container: container.to_owned(),
+            status: "answered a failed reply (status 1)".into(),
+            stderr: message,
+        }),
+        Err(ExchangeError::Frame(FrameError::TooLarge { limit, .. })) => {
+            Err(ActorError::OutputTooLarge {
+                function: function.to_owned(),
+                container: container.to_owned(),
+                limit,
+            })
+        }
+        Err(ExchangeError::Register(e)) => Err(failed(format!(
+            "its {ends} cannot be registered with the caller's tokio runtime ({e}); build that \
+             runtime with its IO driver (enable_all)"
+        ))),
+        Err(ExchangeError::Lost) => Err(failed(format!(
+            "its {ends} were lost by an invocation that was cancelled"
+        ))),
+        Err(ExchangeError::Write(e)) => {
+            return Verdict::Broken(format!("writing the request failed ({e})"))
+        }
+        Err(ExchangeError::Frame(e)) => return Verdict::Broken(e.to_string()),
+    })
+}

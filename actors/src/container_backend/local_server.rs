@@ -20,9 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::unix::pipe;
-
-use super::frame::{self, FrameError, Reply};
+use super::frame::{self, ServerEnds, Verdict};
 use super::{Container, ContainerInfo};
 use crate::config::FunctionSpec;
 use crate::error::ActorError;
@@ -37,10 +35,8 @@ pub(super) type Servers = Arc<Mutex<HashMap<String, Server>>>;
 #[derive(Debug)]
 pub(super) struct Server {
     child: Child,
-    /// Its standard input's write end and its standard output's read end, non-blocking;
-    /// `None` after a cancelled invocation lost them (the server is then unusable).
-    stdin: Option<OwnedFd>,
-    stdout: Option<OwnedFd>,
+    /// Its standard input and output, registered with a runtime only for an exchange.
+    ends: ServerEnds,
     stderr: Arc<Tail>,
     /// The extra `cgroup.procs` files (v1 cpusets) the process has joined.
     joined: Vec<PathBuf>,
@@ -122,8 +118,10 @@ pub(super) fn start(
     }
     Ok(Server {
         child,
-        stdin: Some(stdin),
-        stdout: Some(stdout),
+        ends: ServerEnds {
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+        },
         stderr: tail,
         joined: Vec::new(),
     })
@@ -193,28 +191,6 @@ impl Server {
         self.joined = join.to_vec();
         Ok(())
     }
-
-    /// One request and its reply, on the current runtime.
-    async fn exchange(&mut self, payload: &[u8], limit: u64) -> Result<Reply, ExchangeError> {
-        let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
-            return Err(ExchangeError::Lost);
-        };
-        let mut tx =
-            pipe::Sender::from_owned_fd_unchecked(stdin).map_err(ExchangeError::Register)?;
-        let mut rx =
-            pipe::Receiver::from_owned_fd_unchecked(stdout).map_err(ExchangeError::Register)?;
-        let written = frame::write_request(&mut tx, payload).await;
-        let reply = match written {
-            Ok(()) => frame::read_reply(&mut rx, limit)
-                .await
-                .map_err(ExchangeError::Frame),
-            Err(e) => Err(ExchangeError::Write(e)),
-        };
-        // Back to plain descriptors, for whichever runtime runs the next invocation.
-        self.stdin = tx.into_nonblocking_fd().ok();
-        self.stdout = rx.into_nonblocking_fd().ok();
-        reply
-    }
 }
 
 /// A server is never left behind: dropping it (at a destroy, on the blocking pool, or when a
@@ -225,14 +201,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-#[derive(Debug)]
-enum ExchangeError {
-    Lost,
-    Register(io::Error),
-    Write(io::Error),
-    Frame(FrameError),
 }
 
 /// Runs one invocation on `container`'s server. The server leaves the map for the invocation
@@ -260,50 +228,21 @@ pub(super) async fn run(
     let outcome = async {
         server.rejoin(&container.enforcement.join)?;
         let timeout = spec.timeout();
-        match tokio::time::timeout(timeout, server.exchange(&payload, spec.max_output())).await {
-            Err(_) => {
-                super::local::kill_all(dir);
-                Err(ActorError::FunctionTimedOut {
-                    function: spec.name.clone(),
-                    container: id.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                })
-            }
-            Ok(Ok(Reply::Ok(out))) => Ok(out),
-            Ok(Ok(Reply::Failed(message))) => Err(ActorError::FunctionFailed {
+        let exchanged =
+            tokio::time::timeout(timeout, server.ends.exchange(&payload, spec.max_output())).await;
+        let Ok(exchanged) = exchanged else {
+            super::local::kill_all(dir);
+            return Err(ActorError::FunctionTimedOut {
                 function: spec.name.clone(),
                 container: id.clone(),
-                status: "answered a failed reply (status 1)".into(),
-                stderr: message,
-            }),
-            Ok(Err(ExchangeError::Frame(FrameError::TooLarge { limit, .. }))) => {
-                Err(ActorError::OutputTooLarge {
-                    function: spec.name.clone(),
-                    container: id.clone(),
-                    limit,
-                })
-            }
-            Ok(Err(ExchangeError::Register(e))) => Err(failed(
-                format!(
-                    "its pipes cannot be registered with the caller's tokio runtime ({e}); \
-                     build that runtime with its IO driver (enable_all)"
-                ),
-                String::new(),
-            )),
-            Ok(Err(ExchangeError::Lost)) => Err(failed(
-                "its pipes were lost by an invocation that was cancelled".into(),
-                String::new(),
-            )),
-            Ok(Err(ExchangeError::Write(e))) => {
+                timeout_ms: timeout.as_millis() as u64,
+            });
+        };
+        match frame::verdict(&spec.name, id, "pipes", exchanged) {
+            Verdict::Settled(result) => result,
+            Verdict::Broken(what) => {
                 let (fate, stderr) = server.last_words().await;
-                Err(failed(
-                    format!("writing the request failed ({e}); {fate}"),
-                    stderr,
-                ))
-            }
-            Ok(Err(ExchangeError::Frame(e))) => {
-                let (fate, stderr) = server.last_words().await;
-                Err(failed(format!("{e}; {fate}"), stderr))
+                Err(failed(format!("{what}; {fate}"), stderr))
             }
         }
     }

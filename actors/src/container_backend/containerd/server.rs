@@ -13,7 +13,6 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,16 +28,14 @@ use super::{
     Shared, FATE_WAIT, STDERR_TAIL,
 };
 use crate::config::FunctionSpec;
-use crate::container_backend::frame::{self, FrameError, Reply};
+use crate::container_backend::frame::{self, ServerEnds, Verdict};
 use crate::error::ActorError;
 
 /// One container's server: the corral ends of its FIFOs.
 #[derive(Debug)]
 pub(super) struct Server {
-    /// The write end of its standard input and the read end of its standard output,
-    /// non-blocking; `None` after a cancelled invocation lost them (the server is unusable).
-    stdin: Option<OwnedFd>,
-    stdout: Option<OwnedFd>,
+    /// Its standard input and output FIFOs, registered with a runtime only for an exchange.
+    ends: ServerEnds,
     stderr: Arc<Mutex<VecDeque<u8>>>,
     /// The task draining its standard error; it ends when the shim closes the FIFO.
     drain: Option<JoinHandle<()>>,
@@ -105,8 +102,10 @@ impl Shared {
             .map_err(|e| fifo_err("register", &stderr, e))?;
         let drain = self.handle.spawn(drain(receiver, Arc::clone(&tail)));
         let server = Server {
-            stdin: Some(stdin_fd),
-            stdout: Some(stdout_fd),
+            ends: ServerEnds {
+                stdin: Some(stdin_fd),
+                stdout: Some(stdout_fd),
+            },
             stderr: tail,
             drain: Some(drain),
             joined: Vec::new(),
@@ -128,15 +127,6 @@ impl Shared {
             .ino();
         Ok((server, ino))
     }
-}
-
-/// Why an exchange with a server failed.
-#[derive(Debug)]
-enum ExchangeError {
-    Lost,
-    Register(io::Error),
-    Write(io::Error),
-    Frame(FrameError),
 }
 
 impl Server {
@@ -162,27 +152,6 @@ impl Server {
         }
         self.joined = join.to_vec();
         Ok(())
-    }
-
-    /// One request and its reply, on the current runtime.
-    async fn exchange(&mut self, payload: &[u8], limit: u64) -> Result<Reply, ExchangeError> {
-        let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
-            return Err(ExchangeError::Lost);
-        };
-        let mut tx =
-            pipe::Sender::from_owned_fd_unchecked(stdin).map_err(ExchangeError::Register)?;
-        let mut rx =
-            pipe::Receiver::from_owned_fd_unchecked(stdout).map_err(ExchangeError::Register)?;
-        let reply = match frame::write_request(&mut tx, payload).await {
-            Ok(()) => frame::read_reply(&mut rx, limit)
-                .await
-                .map_err(ExchangeError::Frame),
-            Err(e) => Err(ExchangeError::Write(e)),
-        };
-        // Back to plain descriptors, for whichever runtime runs the next invocation.
-        self.stdin = tx.into_nonblocking_fd().ok();
-        self.stdout = rx.into_nonblocking_fd().ok();
-        reply
     }
 
     /// The tail of its standard error, once the drain has read what the shim forwarded (or
@@ -235,7 +204,7 @@ pub(super) async fn serve(
     }
     let timeout = spec.timeout();
     let exchanged =
-        tokio::time::timeout(timeout, server.exchange(&payload, spec.max_output())).await;
+        tokio::time::timeout(timeout, server.ends.exchange(&payload, spec.max_output())).await;
     // What became of the process, when the exchange says it may have died.
     let fate = |shared: Arc<Shared>, id: String| async move {
         let waiter = Arc::clone(&shared);
@@ -264,42 +233,16 @@ pub(super) async fn serve(
                 timeout_ms: timeout.as_millis() as u64,
             })
         }
-        Ok(Ok(Reply::Ok(out))) => Ok(out),
-        Ok(Ok(Reply::Failed(message))) => Err(ActorError::FunctionFailed {
-            function: spec.name.clone(),
-            container: id.clone(),
-            status: "answered a failed reply (status 1)".into(),
-            stderr: message,
-        }),
-        Ok(Err(ExchangeError::Frame(FrameError::TooLarge { limit, .. }))) => {
-            Err(ActorError::OutputTooLarge {
-                function: spec.name.clone(),
-                container: id.clone(),
-                limit,
-            })
-        }
-        Ok(Err(ExchangeError::Register(e))) => Err(failed(
-            format!(
-                "its FIFOs cannot be registered with the caller's tokio runtime ({e}); build \
-                 that runtime with its IO driver (enable_all)"
-            ),
-            String::new(),
-        )),
-        Ok(Err(ExchangeError::Lost)) => Err(failed(
-            "its FIFOs were lost by an invocation that was cancelled".into(),
-            String::new(),
-        )),
-        Ok(Err(ExchangeError::Write(e))) => {
-            let fate = fate(Arc::clone(&shared), id.clone()).await;
-            Err(failed(
-                format!("writing the request failed ({e}); {fate}"),
-                server.stderr_tail().await,
-            ))
-        }
-        Ok(Err(ExchangeError::Frame(e))) => {
-            let fate = fate(Arc::clone(&shared), id.clone()).await;
-            Err(failed(format!("{e}; {fate}"), server.stderr_tail().await))
-        }
+        Ok(exchanged) => match frame::verdict(&spec.name, &id, "FIFOs", exchanged) {
+            Verdict::Settled(result) => result,
+            Verdict::Broken(what) => {
+                let fate = fate(Arc::clone(&shared), id.clone()).await;
+                Err(failed(
+                    format!("{what}; {fate}"),
+                    server.stderr_tail().await,
+                ))
+            }
+        },
     };
     lock(&shared.servers).insert(id, server);
     outcome
