@@ -8,11 +8,13 @@
 //! - [`initramfs`]: builds the guest's initramfs (busybox, binaries with their libraries, init).
 //! - [`vm`]: boots the guest under qemu TCG, streams its console and decides the outcome.
 //! - [`cargo`]: builds workspace binaries and test binaries and reports their paths.
+//! - [`fuzz`]: installs cargo-fuzz and runs the configuration fuzz target for a bounded time.
 //! - [`plan`]: the steps of each task, in order (setup before any build or boot).
 //! - [`bench`](mod@bench): benchmarks run in the guest (`cargo xtask bench`), their peers and report.
 
 pub mod bench;
 pub mod cargo;
+pub mod fuzz;
 pub mod initramfs;
 pub mod kernel;
 pub mod plan;

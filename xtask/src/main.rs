@@ -7,6 +7,7 @@
 //!   sched_ext and in the guest otherwise.
 //! - `cargo xtask bench [--quick] [enforce|invoke|isolation|remap]`: every benchmark part, or one;
 //!   figures into target/bench/report.json and docs/benchmarks.md.
+//! - `cargo xtask fuzz [--seconds N]`: the configuration fuzz target under libFuzzer.
 //!
 //! Each task is a plan ([`xtask::plan`]) that starts with setup, so nothing is built before the
 //! packages it needs are installed; `main` turns the arguments into a plan and executes it.
@@ -57,6 +58,19 @@ enum Task {
     /// Benchmarks that take minutes; not part of `cargo xtask test`. Results go to
     /// target/bench/report.json.
     Bench(BenchArgs),
+    /// Fuzz configuration parsing and validation (fuzz/fuzz_targets/config.rs) with libFuzzer.
+    ///
+    /// Installs cargo-fuzz under target/tools the first time. The corpus grows in
+    /// target/fuzz/corpus/config, seeded from examples/; a failing input is saved under
+    /// target/fuzz/artifacts/config and the run exits 1. `cargo xtask test` runs it for 60 s.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// How long to fuzz, in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +231,9 @@ impl Task {
             Task::Bench(BenchArgs { which: None, quick }) => {
                 plan::Task::Bench(plan::Bench::All { quick: *quick })
             }
+            Task::Fuzz(args) => plan::Task::Fuzz {
+                seconds: args.seconds,
+            },
         }
     }
 
@@ -267,6 +284,7 @@ struct Executor<'a> {
     kernel: Option<VmKernel>,
     bins: Vec<PathBuf>,
     vm_test_bin: Option<PathBuf>,
+    cargo_fuzz: Option<PathBuf>,
     phases: Vec<Phase>,
 }
 
@@ -277,6 +295,7 @@ impl<'a> Executor<'a> {
             kernel: None,
             bins: Vec::new(),
             vm_test_bin: None,
+            cargo_fuzz: None,
             phases: Vec::new(),
         }
     }
@@ -366,6 +385,17 @@ impl<'a> Executor<'a> {
             } => self.run_host_bench(quick, enforce, invoke),
             Step::IsolationBench { smoke } => self.run_isolation(smoke),
             Step::RemapBench { quick } => self.run_remap(quick),
+            Step::InstallCargoFuzz => {
+                self.cargo_fuzz = Some(xtask::fuzz::ensure_cargo_fuzz()?);
+                Ok(0)
+            }
+            Step::Fuzz { seconds } => {
+                let cargo_fuzz = self
+                    .cargo_fuzz
+                    .as_ref()
+                    .context("the plan fuzzed before installing cargo-fuzz")?;
+                xtask::fuzz::run(cargo_fuzz, seconds)
+            }
         }
     }
 

@@ -36,6 +36,11 @@ pub enum Task {
     },
     /// `cargo xtask bench <which>`.
     Bench(Bench),
+    /// `cargo xtask fuzz`: the configuration fuzz target for `seconds`.
+    Fuzz {
+        /// How long libFuzzer runs.
+        seconds: u64,
+    },
 }
 
 /// The benchmarks under `cargo xtask bench`.
@@ -115,6 +120,13 @@ pub enum Step {
         /// A few moves, into the quick report.
         quick: bool,
     },
+    /// Install cargo-fuzz under `target/tools` when it is missing.
+    InstallCargoFuzz,
+    /// Build the configuration fuzz target and run it for `seconds`.
+    Fuzz {
+        /// How long libFuzzer runs.
+        seconds: u64,
+    },
 }
 
 impl Step {
@@ -123,6 +135,8 @@ impl Step {
         matches!(
             self,
             Step::InstallScxLayered
+                | Step::InstallCargoFuzz
+                | Step::Fuzz { .. }
                 | Step::BuildBins { .. }
                 | Step::BuildVmTestBinary
                 | Step::HostTests
@@ -164,6 +178,8 @@ impl Step {
             }
             Step::RemapBench { quick: false } => "remap benchmark (in the guest)",
             Step::RemapBench { quick: true } => "remap benchmark, quick (in the guest)",
+            Step::InstallCargoFuzz => "install cargo-fuzz",
+            Step::Fuzz { .. } => "fuzz the configuration parser",
         }
     }
 }
@@ -206,9 +222,17 @@ pub fn plan(task: Task) -> Vec<Step> {
                     enforce: false,
                     invoke: true,
                 });
+                // Issue 11: the configuration fuzz target, for a bounded time.
+                s.extend([
+                    Step::InstallCargoFuzz,
+                    Step::Fuzz {
+                        seconds: crate::fuzz::SMOKE_SECONDS,
+                    },
+                ]);
             }
             s
         }
+        Task::Fuzz { seconds } => vec![Step::InstallCargoFuzz, Step::Fuzz { seconds }],
         Task::Demo { in_guest } => {
             vec![Step::BuildBins { release: false }, Step::Demo { in_guest }]
         }
@@ -282,6 +306,7 @@ mod tests {
             Task::Bench(Bench::All { quick: true }),
             Task::Bench(Bench::Remap { quick: false }),
             Task::Bench(Bench::Remap { quick: true }),
+            Task::Fuzz { seconds: 30 },
             Task::Bench(Bench::Host {
                 quick: false,
                 enforce: true,
@@ -368,7 +393,19 @@ mod tests {
                     quick: true,
                     enforce: false,
                     invoke: true
+                },
+                InstallCargoFuzz,
+                Fuzz {
+                    seconds: crate::fuzz::SMOKE_SECONDS
                 }
+            ]
+        );
+        assert_eq!(
+            plan(Task::Fuzz { seconds: 30 }),
+            vec![
+                Setup { vm_kernel: false },
+                InstallCargoFuzz,
+                Fuzz { seconds: 30 }
             ]
         );
         assert_eq!(
