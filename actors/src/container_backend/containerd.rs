@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::future::Future;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,7 +77,7 @@ mod server;
 
 use server::{serve, Server};
 
-use super::local::{cgroup_pids, is_cgroup2, mark, marked};
+use super::local::{cgroup_pids, claim_parent, is_cgroup2};
 use super::{CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
 use crate::config::{FunctionMode, FunctionSpec};
 use crate::error::ActorError;
@@ -296,29 +296,7 @@ impl ContainerdBackend {
                 .expect("the mount is a prefix of the parent")
                 .display()
         );
-        let created_parent = !parent.exists() || marked(&parent, PARENT_MARK);
-        if !parent.exists() {
-            fs::create_dir(&parent).map_err(|e| ActorError::cgroup("create", &parent, e))?;
-            if let Err(e) = mark(&parent, PARENT_MARK) {
-                let _ = fs::remove_dir(&parent);
-                return Err(e);
-            }
-        }
-        let lock = File::open(&parent).map_err(|e| ActorError::cgroup("open", &parent, e))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                ActorError::invalid(
-                    "containers.cgroup_parent",
-                    parent.display(),
-                    "another corral runtime is using this directory (it holds its lock); give \
-                     each runtime its own containers.cgroup_parent",
-                )
-            } else {
-                ActorError::cgroup("lock", &parent, err)
-            });
-        }
+        let (created_parent, lock) = claim_parent(&parent, PARENT_MARK)?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -45,6 +45,37 @@ pub(crate) fn mark(dir: &Path, what: &[u8]) -> Result<(), ActorError> {
         .map_err(|e| ActorError::cgroup(format!("set {OWNER_XATTR} on"), dir, e))
 }
 
+/// Claims `parent`, the runtime's cgroup parent: creates it (with the `owner` mark, so that
+/// only a parent corral made is removed at shutdown) when it is missing, and takes its lock,
+/// which one runtime holds at a time. Answers whether corral owns the directory (made now, or
+/// by a run that died) and the lock, held as long as the descriptor lives.
+pub(super) fn claim_parent(parent: &Path, owner: &[u8]) -> Result<(bool, File), ActorError> {
+    let created = !parent.exists() || marked(parent, owner);
+    if !parent.exists() {
+        fs::create_dir(parent).map_err(|e| ActorError::cgroup("create", parent, e))?;
+        if let Err(e) = mark(parent, owner) {
+            let _ = fs::remove_dir(parent);
+            return Err(e);
+        }
+    }
+    let lock = File::open(parent).map_err(|e| ActorError::cgroup("open", parent, e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            ActorError::invalid(
+                "containers.cgroup_parent",
+                parent.display(),
+                "another corral runtime is using this directory (it holds its lock); give each \
+                 runtime its own containers.cgroup_parent",
+            )
+        } else {
+            ActorError::cgroup("lock", parent, err)
+        });
+    }
+    Ok((created, lock))
+}
+
 /// Whether `dir` carries corral's mark `what`.
 pub(crate) fn marked(dir: &Path, what: &[u8]) -> bool {
     matches!(xattr::get(dir, OWNER_XATTR), Ok(Some(v)) if v == what)
@@ -103,29 +134,7 @@ impl LocalBackend {
         }
         // A parent that corral created (in this run or one that died) carries the mark and is
         // removed at shutdown; an operator's own directory is never removed.
-        let created_parent = !parent.exists() || marked(&parent, OWNER_PARENT);
-        if !parent.exists() {
-            fs::create_dir(&parent).map_err(|e| ActorError::cgroup("create", &parent, e))?;
-            if let Err(e) = mark(&parent, OWNER_PARENT) {
-                let _ = fs::remove_dir(&parent);
-                return Err(e);
-            }
-        }
-        let lock = File::open(&parent).map_err(|e| ActorError::cgroup("open", &parent, e))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                ActorError::invalid(
-                    "containers.cgroup_parent",
-                    parent.display(),
-                    "another corral runtime is using this directory (it holds its lock); give \
-                     each runtime its own containers.cgroup_parent",
-                )
-            } else {
-                ActorError::cgroup("lock", &parent, err)
-            });
-        }
+        let (created_parent, lock) = claim_parent(&parent, OWNER_PARENT)?;
         let offered = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
         for controller in ["cpu", "cpuset"] {
             if offered.split_whitespace().any(|c| c == controller) {
