@@ -101,15 +101,7 @@ pub(crate) async fn run(
     let picked_up = Instant::now();
     let name = shared.metrics.as_ref().map(|_| function.clone());
     let result = run_inner(&shared, function, payload, submitted, picked_up).await;
-    let counter = if result.is_ok() {
-        &shared.completed
-    } else {
-        &shared.failed
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    if let Some(name) = name {
-        record(&shared, &name, &result, submitted);
-    }
+    account(&shared, name.as_deref(), &result, submitted);
     result.map(|mut r| {
         r.thread_hops = u32::from(caller != shared.actix_thread);
         r
@@ -239,6 +231,25 @@ async fn run_leased(
         thread_hops: 0,
         warm_lane: how == Release::Lane,
     })
+}
+
+/// Counts an invocation as completed or failed, and records it in the metrics when `name`
+/// (the function, kept only when metrics are on) is given.
+fn account(
+    shared: &Shared,
+    name: Option<&str>,
+    result: &Result<InvocationResult, RuntimeError>,
+    submitted: Instant,
+) {
+    let counter = if result.is_ok() {
+        &shared.completed
+    } else {
+        &shared.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(name) = name {
+        record(shared, name, result, submitted);
+    }
 }
 
 /// Records a finished invocation of a registered function in the metrics (an unknown name is
@@ -399,15 +410,7 @@ pub(crate) async fn run_warm(
 ) -> Result<InvocationResult, RuntimeError> {
     let name = shared.metrics.as_ref().map(|_| function.clone());
     let result = run_leased(&shared, function, leased, payload, Release::Lane).await;
-    let counter = if result.is_ok() {
-        &shared.completed
-    } else {
-        &shared.failed
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    if let Some(name) = name {
-        record(&shared, &name, &result, submitted);
-    }
+    account(&shared, name.as_deref(), &result, submitted);
     shared.lane_invocations.fetch_add(1, Ordering::Relaxed);
     result
 }
