@@ -44,7 +44,6 @@ use corral_actors::config::{
     FunctionSpec, GroupConfig, HostConfig, HostGroup, LimiterConfig, MonitorConfig,
     PlacementConfig, PoolConfig, MAX_SIMULATED_US,
 };
-use corral_actors::container_backend::local::is_cgroup2;
 use corral_actors::ActorError;
 use serde::{Deserialize, Serialize};
 
@@ -311,17 +310,7 @@ impl ContainersConfig {
 }
 
 /// The first cgroup2 mount point in `/proc/mounts`.
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_dev, point, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(point))
-        })
-        .find(|p| is_cgroup2(p))
-}
+pub use corral_actors::container_backend::cgroup_name::cgroup2_mount;
 
 /// Which map-writer backend enforces groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -37,6 +37,34 @@ const DOCKER_ID_LEN: usize = 64;
 const DOCKER_HINT: &str = "`docker inspect -f '{{.Id}}' <container>` prints the full id, \
                            `docker info -f '{{.CgroupDriver}}'` the driver";
 
+/// The mount points of cgroup2 file systems, in `/proc/mounts` order (empty when it cannot be
+/// read).
+pub fn cgroup2_mounts() -> Vec<PathBuf> {
+    let mut mounts = mounts_of_type("cgroup2");
+    mounts.retain(|p| is_cgroup2(p));
+    mounts
+}
+
+/// The mount points of file systems of type `fstype` (`cgroup2`, `cgroup`) in `/proc/mounts`
+/// order (empty when it cannot be read).
+pub fn mounts_of_type(fstype: &str) -> Vec<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, point, kind) = (f.next()?, f.next()?, f.next()?);
+            (kind == fstype).then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+/// The first cgroup2 mount (`/sys/fs/cgroup` on a pure v2 host, `/sys/fs/cgroup/unified` on a
+/// hybrid one).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    cgroup2_mounts().into_iter().next()
+}
+
 /// A cgroup named by a container runtime, checked to lie inside the cgroup2 mount.
 ///
 /// Build one with [`CgroupName::parse`]; [`CgroupName::resolve`] checks again that what the name
@@ -346,25 +374,16 @@ mod tests {
         }
     }
 
-    /// The first cgroup2 mount in `/proc/mounts`; panics if there is none, since the resolve
-    /// tests need real cgroup v2 directories.
+    /// The cgroup2 mount; panics if there is none, since the resolve tests need real cgroup
+    /// v2 directories.
     fn cgroup2_mount() -> PathBuf {
-        let mounts = fs::read_to_string("/proc/mounts").expect("cannot read /proc/mounts");
-        mounts
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (_dev, point, fstype) = (f.next()?, f.next()?, f.next()?);
-                (fstype == "cgroup2").then(|| PathBuf::from(point))
-            })
-            .find(|p| is_cgroup2(p))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no cgroup2 file system is mounted (/proc/mounts lists none); these tests \
-                     resolve real cgroup v2 directories: mount one with \
-                     `mount -t cgroup2 none /sys/fs/cgroup`"
-                )
-            })
+        super::cgroup2_mount().unwrap_or_else(|| {
+            panic!(
+                "no cgroup2 file system is mounted (/proc/mounts lists none); these tests \
+                 resolve real cgroup v2 directories: mount one with \
+                 `mount -t cgroup2 none /sys/fs/cgroup`"
+            )
+        })
     }
 
     /// A test's own cgroup v2 directory under the cgroup2 mount, passed to `resolve` as the

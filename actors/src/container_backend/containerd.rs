@@ -77,6 +77,7 @@ mod server;
 
 use server::{serve, Server};
 
+use super::cgroup_name::{cgroup2_mounts, mounts_of_type};
 use super::local::{cgroup_pids, claim_parent, is_cgroup2};
 use super::{CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
 use crate::config::{FunctionMode, FunctionSpec};
@@ -207,26 +208,12 @@ fn gone_is_fine<T>(answer: Result<T, Status>) -> Result<(), Status> {
     }
 }
 
-/// The cgroup2 mount holding `path`: the longest cgroup2 mount point in `/proc/mounts` that
-/// is a prefix of it.
+/// The cgroup2 mount holding `path`: the longest cgroup2 mount point that is a prefix of it.
 fn cgroup2_mount_of(path: &Path) -> Option<PathBuf> {
-    mounts_of_type("cgroup2")
+    cgroup2_mounts()
         .into_iter()
         .filter(|m| path.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
-}
-
-/// Mount points of file systems of type `fstype`.
-fn mounts_of_type(fstype: &str) -> Vec<PathBuf> {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_dev, point, kind) = (f.next()?, f.next()?, f.next()?);
-            (kind == fstype).then(|| PathBuf::from(point))
-        })
-        .collect()
 }
 
 /// Removes the cgroup directory `dir` if it exists and is empty (a plain rmdir: nothing is

@@ -236,10 +236,7 @@ fn mount_of_type(fstype: &str, dir: &str) -> bool {
 /// The first cgroup2 mount (`/sys/fs/cgroup` on a pure v2 host, `/sys/fs/cgroup/unified` on a
 /// hybrid one).
 pub fn cgroup2_root() -> Option<std::path::PathBuf> {
-    mounts()
-        .into_iter()
-        .find(|(_, t)| t == "cgroup2")
-        .map(|(d, _)| d.into())
+    corral::config::cgroup2_mount()
 }
 
 fn cpuset_available() -> bool {
