@@ -627,19 +627,35 @@ impl Handler<AcquireContainer> for ContainerManager {
                 Ok(enforcement) => {
                     let enforcement_parts =
                         EnforcementParts::split(t, enforcement_time, &enforcement);
+                    let mut container = Container {
+                        info,
+                        spec,
+                        group,
+                        enforcement,
+                        discard: false,
+                        token,
+                    };
+                    let mut cold_start = cold_start;
+                    if start == StartKind::Cold {
+                        // Only now, enforced: the function's own start-up runs on its group.
+                        let t = Instant::now();
+                        if let Err(e) = backend.start(&container).await {
+                            container.discard = true;
+                            // Destroyed (and its enforcement removed) before the caller hears.
+                            let released = me.send(ReleaseContainer { container, lease }).await;
+                            if let Ok(Err(undo)) = released {
+                                tracing::warn!(error = %undo, "cannot destroy a container that failed to start");
+                            }
+                            return Err(e);
+                        }
+                        cold_start += t.elapsed();
+                    }
                     telemetry.record(JournalEvent::ContainerHandedOut {
-                        cgroup: info.cgroup.id.0,
+                        cgroup: container.info.cgroup.id.0,
                         lease: lease.id(),
                     });
                     Ok(LeasedContainer {
-                        container: Container {
-                            info,
-                            spec,
-                            group,
-                            enforcement,
-                            discard: false,
-                            token,
-                        },
+                        container,
                         lease,
                         start,
                         cold_start,

@@ -94,7 +94,8 @@ pub struct LeasedContainer {
     pub lease: GroupLease,
     /// Warm or cold.
     pub start: StartKind,
-    /// Time spent creating the container (zero when warm).
+    /// Time spent creating the container and starting what it runs (its server), the
+    /// enforcement in between not counted (zero when warm).
     pub cold_start: Duration,
     /// Time from sending `EnforceGroup` to its acknowledgement.
     pub enforcement: Duration,

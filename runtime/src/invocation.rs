@@ -47,7 +47,8 @@ pub struct InvocationTimings {
     pub handoff: Duration,
     /// Waiting for a permit of the inflight limiter.
     pub queue_wait: Duration,
-    /// Creating the container (zero when warm).
+    /// Creating the container and starting its server (zero when warm; the enforcement in
+    /// between is `enforcement`).
     pub cold_start: Duration,
     /// From sending `EnforceGroup` to its acknowledgement.
     pub enforcement: Duration,

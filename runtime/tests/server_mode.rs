@@ -205,6 +205,29 @@ async fn a_server_that_cannot_start_leaves_nothing() {
     assert!(!parent.exists());
 }
 
+/// A server starts only once its container is enforced: under the `cpuset` enforcement it is
+/// confined to its group's CPU from its first instruction (its start-up is function work, and
+/// before enforcement it would run on every CPU, beside the control plane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_starts_already_confined_to_its_group() {
+    require_root();
+    let parent = parent("confined");
+    let tag = format!("corral-test-{}-srvcpuset", std::process::id());
+    let mut c = config(&parent, vec![server("s")]);
+    c.enforcement.backend = EnforcementKind::Cpuset;
+    c.enforcement.cpuset_prefix = tag;
+    let runtime = Runtime::start(c).unwrap();
+    let first = runtime.invoke("s", "startup").await.unwrap();
+    assert_eq!(first.start, StartKind::Cold);
+    let text = String::from_utf8_lossy(&first.output).into_owned();
+    assert!(
+        text.ends_with("started with cpus allowed 0"),
+        "the server started outside group a's CPU 0: {text:?}"
+    );
+    runtime.shutdown().await.unwrap();
+    assert!(!parent.exists());
+}
+
 /// `exec` mode: a command that writes without end is killed (with everything in its cgroup)
 /// as soon as it passes `max_output_bytes`, and the invocation fails with `OutputTooLarge`
 /// long before its timeout; output under the cap arrives whole.

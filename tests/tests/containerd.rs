@@ -128,6 +128,13 @@ async fn containerd_server_serves_warm_invocations_confined_by_cpuset() {
         warm[warm.len() - 1],
         warm_run[warm_run.len() / 2]
     );
+    // It started only once enforced: confined from its first instruction.
+    let startup = runtime.invoke("fa", "startup").await.unwrap();
+    let text = String::from_utf8_lossy(&startup.output).into_owned();
+    assert!(
+        text.ends_with("started with cpus allowed 0"),
+        "fa's server started outside group a's CPU: {text:?}"
+    );
     assert_eq!(runtime.stats().cold_starts, 1);
 
     // The control: fb's server, on group b, is confined to CPU 1 by the same check.

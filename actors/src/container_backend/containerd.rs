@@ -561,18 +561,21 @@ impl Shared {
         })
     }
 
-    /// A cold start: the container, its FIFOs, its task (the server, started).
+    /// A cold start: the container, its FIFOs, its task (the server, started only by
+    /// [`ContainerBackend::start`] once the container is enforced; an `exec`-mode container's
+    /// idle init is started now).
     async fn create(self: Arc<Self>, spec: FunctionSpec) -> Result<ContainerInfo, ActorError> {
         let (id, cgroups_path) = self.create_container(&spec).await?;
         let dir = self.cgroup2.join(cgroups_path.trim_start_matches('/'));
         let started = match spec.mode {
-            FunctionMode::Server => self
-                .start_task(&spec, &id, &dir)
-                .await
-                .map(|(server, ino)| {
-                    lock(&self.servers).insert(id.clone(), server);
-                    ino
-                }),
+            FunctionMode::Server => {
+                self.create_task(&spec, &id, &dir)
+                    .await
+                    .map(|(server, ino)| {
+                        lock(&self.servers).insert(id.clone(), server);
+                        ino
+                    })
+            }
             FunctionMode::Exec => {
                 self.create_exec_init(&spec, &id, &dir)
                     .await
@@ -867,6 +870,23 @@ impl ContainerBackend for ContainerdBackend {
         let shared = Arc::clone(&self.shared);
         let task = self.shared.handle.spawn(shared.create(spec.clone()));
         async move { task.await.unwrap_or_else(|e| Err(panicked("create", e))) }.boxed()
+    }
+
+    fn start(&self, container: &Container) -> BoxFuture<'static, Result<(), ActorError>> {
+        if container.spec.mode != FunctionMode::Server {
+            return futures::future::ready(Ok(())).boxed();
+        }
+        let shared = Arc::clone(&self.shared);
+        let (id, dir, join) = (
+            container.info.id.clone(),
+            container.info.cgroup.path.clone(),
+            container.enforcement.join.clone(),
+        );
+        let task = self
+            .shared
+            .handle
+            .spawn(async move { shared.start_task(&id, dir.as_deref(), &join).await });
+        async move { task.await.unwrap_or_else(|e| Err(panicked("start", e))) }.boxed()
     }
 
     fn destroy(&self, container: &ContainerInfo) -> Result<(), ActorError> {

@@ -313,44 +313,42 @@ impl ContainerBackend for LocalBackend {
                 },
             })
         })();
-        if spec.mode != FunctionMode::Server {
-            return futures::future::ready(result).boxed();
+        // A `server`-mode process starts in `start`, once the cgroup is enforced.
+        futures::future::ready(result).boxed()
+    }
+
+    fn start(&self, container: &Container) -> BoxFuture<'static, Result<(), ActorError>> {
+        if container.spec.mode != FunctionMode::Server {
+            return futures::future::ready(Ok(())).boxed();
         }
-        // Server mode: the server starts now, in the new cgroup, so a cold start includes it.
-        let (servers, spec) = (Arc::clone(&self.servers), spec.clone());
+        let servers = Arc::clone(&self.servers);
+        let (spec, info, join) = (
+            Arc::clone(&container.spec),
+            container.info.clone(),
+            container.enforcement.join.clone(),
+        );
         async move {
-            let info = result?;
             let dir = info
                 .cgroup
                 .path
                 .clone()
                 .expect("local containers have a directory");
-            let (start_info, start_dir) = (info.clone(), dir.clone());
-            let started = tokio::task::spawn_blocking(move || {
-                local_server::start(&spec, &start_info, &start_dir)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(ActorError::HandlerPanicked {
-                    actor: "local backend",
-                    message: "start a server",
-                    detail: e.to_string(),
-                })
-            });
-            match started {
-                Ok(server) => {
-                    servers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(info.id.clone(), server);
-                    Ok(info)
-                }
-                Err(e) => {
-                    // Nothing half-made stays: the cgroup goes with the failed start.
-                    let _ = tokio::task::spawn_blocking(move || remove_cgroup(&dir)).await;
-                    Err(e)
-                }
-            }
+            let id = info.id.clone();
+            let started =
+                tokio::task::spawn_blocking(move || local_server::start(&spec, &info, &dir, &join))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ActorError::HandlerPanicked {
+                            actor: "local backend",
+                            message: "start a server",
+                            detail: e.to_string(),
+                        })
+                    })?;
+            servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, started);
+            Ok(())
         }
         .boxed()
     }

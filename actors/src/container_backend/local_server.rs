@@ -1,5 +1,7 @@
 //! `server` mode for the `local` backend: one long-running process per container, started at
-//! the cold start inside the container's cgroup, serving one invocation at a time over the
+//! the cold start inside the container's cgroup (and the enforcement's extra cgroups) once its
+//! enforcement is committed ([`ContainerBackend::start`](super::ContainerBackend::start)), so its
+//! start-up already runs on its group's CPUs; it serves one invocation at a time over the
 //! framed protocol of [`super::frame`] on its standard input and output.
 //!
 //! The process's pipe ends are kept as plain non-blocking descriptors and registered with the
@@ -61,6 +63,7 @@ pub(super) fn start(
     spec: &FunctionSpec,
     container: &ContainerInfo,
     dir: &Path,
+    join: &[PathBuf],
 ) -> Result<Server, ActorError> {
     let spawn_err = |source| ActorError::Spawn {
         function: spec.name.clone(),
@@ -68,12 +71,16 @@ pub(super) fn start(
         container: container.id.clone(),
         source,
     };
-    let procs = dir.join("cgroup.procs");
-    let join = OpenOptions::new()
-        .write(true)
-        .open(&procs)
-        .map_err(|e| ActorError::cgroup("open", &procs, e))?;
-    let fd = join.as_raw_fd();
+    // Its cgroup, then the enforcement's extra cgroups (v1 cpusets), joined before the exec.
+    let mut joins = Vec::with_capacity(1 + join.len());
+    for procs in std::iter::once(dir.join("cgroup.procs")).chain(join.iter().cloned()) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(|e| ActorError::cgroup("open", &procs, e))?;
+        joins.push(file);
+    }
+    let fds: Vec<RawFd> = joins.iter().map(|f| f.as_raw_fd()).collect();
     let (uid, gid) = spec.user()?;
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
@@ -88,12 +95,12 @@ pub(super) fn start(
     // fork.
     unsafe {
         cmd.pre_exec(move || {
-            super::local::join_cgroups_and_policy(&[fd], None)?;
+            super::local::join_cgroups_and_policy(&fds, None)?;
             super::local::drop_privileges(uid, gid)
         });
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
-    drop(join);
+    drop(joins);
     let (stdin, stdout, stderr) =
         match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
             (Some(i), Some(o), Some(e)) => (OwnedFd::from(i), OwnedFd::from(o), e),
@@ -123,7 +130,7 @@ pub(super) fn start(
             stdout: Some(stdout),
         },
         stderr: tail,
-        joined: Vec::new(),
+        joined: join.to_vec(),
     })
 }
 

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use crate::config::{CpuGroup, FunctionSpec, GroupId};
 use crate::error::ActorError;
@@ -117,8 +118,20 @@ pub trait ContainerBackend: Send + Sync + fmt::Debug + 'static {
     /// Checks that `spec` can run on this backend (e.g. `local` needs a command).
     fn check_function(&self, spec: &FunctionSpec) -> Result<(), ActorError>;
 
-    /// Creates a container for `spec` (a cold start).
+    /// Creates a container for `spec` (a cold start): its cgroup, and whatever can exist before
+    /// its enforcement without running the function's code.
     fn create(&self, spec: &FunctionSpec) -> BoxFuture<'static, Result<ContainerInfo, ActorError>>;
+
+    /// Starts what a new container runs for its whole life (a `server`-mode process), once its
+    /// enforcement is committed, so that the function's first instruction already runs on its
+    /// group's CPUs: a server's start-up (loading a model, warming a JIT) is function work, and
+    /// in the host group it would run beside the control plane. The manager calls it once per
+    /// cold start, after the commit and before the container is handed out; on an error it
+    /// destroys the container. Nothing to do by default.
+    fn start(&self, container: &Container) -> BoxFuture<'static, Result<(), ActorError>> {
+        let _ = container;
+        futures::future::ready(Ok(())).boxed()
+    }
 
     /// Destroys a container; nothing of it remains afterwards.
     fn destroy(&self, container: &ContainerInfo) -> Result<(), ActorError>;

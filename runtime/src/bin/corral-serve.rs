@@ -15,6 +15,7 @@
 //! | `exit <code>` | none: exits with `<code>` (a server that dies) |
 //! | `garbage` | none: writes a line of text that is not a frame (a broken server) |
 //! | `hang` | none: sleeps until it is killed (a server that hangs) |
+//! | `startup` | `served <n> by pid <pid>: started with cpus allowed <list>`: the CPUs it was allowed when it started (`Cpus_allowed_list` of `/proc/self/status`, read first thing) |
 //! | anything else | `served <n> by pid <pid>: <payload>` |
 //!
 //! `<n>` counts the invocations this process has served, so a caller sees that one process
@@ -35,10 +36,20 @@ fn main() -> ExitCode {
             "usage: corral-serve\n\
              An example server-mode function: serves corral's framed protocol on standard \
              input and output until its input ends. Payloads: `spin <ms>`, `fail <message>`, \
-             `big <bytes>`, `exit <code>`, `garbage`, `hang`, or anything else to echo."
+             `big <bytes>`, `exit <code>`, `garbage`, `hang`, `startup`, or anything else to echo."
         );
         return ExitCode::SUCCESS;
     }
+    // First thing: where this process may run as it starts (corral starts a server only once
+    // its container is enforced, so this is its group's CPUs).
+    let started_on = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut output = BufWriter::new(io::stdout().lock());
@@ -86,6 +97,10 @@ fn main() -> ExitCode {
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            "startup" => Ok(format!(
+                "served {served} by pid {pid}: started with cpus allowed {started_on}"
+            )
+            .into_bytes()),
             _ => Ok(format!("served {served} by pid {pid}: {text}").into_bytes()),
         };
         let written = match &reply {

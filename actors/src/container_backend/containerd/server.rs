@@ -52,8 +52,9 @@ impl Drop for Server {
 }
 
 impl Shared {
-    /// Makes the FIFOs, creates and starts the task; answers the server and its cgroup id.
-    pub(super) async fn start_task(
+    /// Makes the FIFOs and creates the task, whose process waits, before its exec, for
+    /// [`Shared::start_task`]; answers the server and its cgroup id (runc made the cgroup).
+    pub(super) async fn create_task(
         &self,
         spec: &FunctionSpec,
         id: &str,
@@ -79,7 +80,7 @@ impl Shared {
         let stdout_fd = open(&stdout, false)?;
         let stderr_fd = open(&stderr, false)?;
         let path_text = |p: &Path| p.display().to_string();
-        let task = call(self.tasks().create(with_namespace!(
+        call(self.tasks().create(with_namespace!(
             CreateTaskRequest {
                 container_id: id.into(),
                 stdin: path_text(&stdin),
@@ -110,6 +111,26 @@ impl Shared {
             drain: Some(drain),
             joined: Vec::new(),
         };
+        let ino = fs::metadata(dir)
+            .map_err(|e| ActorError::cgroup("stat the container's cgroup (made by runc)", dir, e))?
+            .ino();
+        Ok((server, ino))
+    }
+
+    /// Starts container `id`'s task, created by [`Shared::create_task`], once its enforcement
+    /// is committed: first its process joins the enforcement's extra cgroups (`join`, the v1
+    /// cpusets), then it execs the server, whose first instruction runs on its group's CPUs.
+    pub(super) async fn start_task(
+        &self,
+        id: &str,
+        dir: Option<&Path>,
+        join: &[PathBuf],
+    ) -> Result<(), ActorError> {
+        if let Some(dir) = dir {
+            if let Some(server) = lock(&self.servers).get_mut(id) {
+                server.rejoin(dir, join)?;
+            }
+        }
         call(self.tasks().start(with_namespace!(
             StartRequest {
                 container_id: id.into(),
@@ -118,14 +139,8 @@ impl Shared {
             self.namespace
         )))
         .await
-        .map_err(refused(format!(
-            "start the task of container {id} (pid {})",
-            task.pid
-        )))?;
-        let ino = fs::metadata(dir)
-            .map_err(|e| ActorError::cgroup("stat the container's cgroup (made by runc)", dir, e))?
-            .ino();
-        Ok((server, ino))
+        .map_err(refused(format!("start the task of container {id}")))?;
+        Ok(())
     }
 }
 
