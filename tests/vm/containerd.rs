@@ -70,6 +70,14 @@ fn containerd_server_is_placed_by_the_scheduler_in_the_guest() {
                 "containerd in the guest: cold start {:?}, cold invocation {:?}",
                 cold.timings.cold_start, cold.timings.total
             );
+            // The server started only once its cgroup was mapped: on its group's CPU from its
+            // first instruction (its start-up is function work, not the host group's).
+            let startup = runtime.invoke("fb", "startup").await.expect("startup");
+            let text = String::from_utf8_lossy(&startup.output).into_owned();
+            assert!(
+                text.ends_with("on cpu 1"),
+                "the server of group b (CPU 1) started elsewhere: {text:?}"
+            );
             // The server's pid in its answer is its pid namespace's (1): the host pid is in
             // the container's cgroup, which runc made at <parent>/<container>.
             let procs = parent.join(&cold.container).join("cgroup.procs");

@@ -15,7 +15,7 @@
 //! | `exit <code>` | none: exits with `<code>` (a server that dies) |
 //! | `garbage` | none: writes a line of text that is not a frame (a broken server) |
 //! | `hang` | none: sleeps until it is killed (a server that hangs) |
-//! | `startup` | `served <n> by pid <pid>: started with cpus allowed <list>`: the CPUs it was allowed when it started (`Cpus_allowed_list` of `/proc/self/status`, read first thing) |
+//! | `startup` | `served <n> by pid <pid>: started with cpus allowed <list> on cpu <c>`: the CPUs it was allowed when it started (`Cpus_allowed_list` of `/proc/self/status`) and the CPU it was on, read first thing |
 //! | anything else | `served <n> by pid <pid>: <payload>` |
 //!
 //! `<n>` counts the invocations this process has served, so a caller sees that one process
@@ -50,6 +50,8 @@ fn main() -> ExitCode {
                 .map(|v| v.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown".into());
+    // SAFETY: sched_getcpu has no preconditions.
+    let started_cpu = unsafe { libc::sched_getcpu() };
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut output = BufWriter::new(io::stdout().lock());
@@ -98,7 +100,8 @@ fn main() -> ExitCode {
                 std::thread::sleep(Duration::from_secs(3600));
             },
             "startup" => Ok(format!(
-                "served {served} by pid {pid}: started with cpus allowed {started_on}"
+                "served {served} by pid {pid}: started with cpus allowed {started_on} on cpu \
+                 {started_cpu}"
             )
             .into_bytes()),
             _ => Ok(format!("served {served} by pid {pid}: {text}").into_bytes()),
