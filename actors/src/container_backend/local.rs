@@ -21,7 +21,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{local_server, CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo};
+use super::{
+    local_server, CgroupId, CgroupRef, Container, ContainerBackend, ContainerInfo, Enforcement,
+};
 use crate::config::{FunctionMode, FunctionSpec};
 use crate::error::ActorError;
 
@@ -322,10 +324,10 @@ impl ContainerBackend for LocalBackend {
             return futures::future::ready(Ok(())).boxed();
         }
         let servers = Arc::clone(&self.servers);
-        let (spec, info, join) = (
+        let (spec, info, enforcement) = (
             Arc::clone(&container.spec),
             container.info.clone(),
-            container.enforcement.join.clone(),
+            container.enforcement.clone(),
         );
         async move {
             let dir = info
@@ -334,16 +336,17 @@ impl ContainerBackend for LocalBackend {
                 .clone()
                 .expect("local containers have a directory");
             let id = info.id.clone();
-            let started =
-                tokio::task::spawn_blocking(move || local_server::start(&spec, &info, &dir, &join))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ActorError::HandlerPanicked {
-                            actor: "local backend",
-                            message: "start a server",
-                            detail: e.to_string(),
-                        })
-                    })?;
+            let started = tokio::task::spawn_blocking(move || {
+                local_server::start(&spec, &info, &dir, &enforcement)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ActorError::HandlerPanicked {
+                    actor: "local backend",
+                    message: "start a server",
+                    detail: e.to_string(),
+                })
+            })?;
             servers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -401,21 +404,11 @@ impl ContainerBackend for LocalBackend {
                 container: id.clone(),
                 source,
             };
-            // Open every cgroup.procs the child must join before forking.
-            let mut joins: Vec<File> = Vec::new();
-            for procs in
-                std::iter::once(dir.join("cgroup.procs")).chain(enforcement.join.iter().cloned())
-            {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&procs)
-                    .map_err(|e| ActorError::cgroup("open", &procs, e))?;
-                joins.push(f);
-            }
-            let fds: Vec<RawFd> = joins.iter().map(|f| f.as_raw_fd()).collect();
-            // Under sched_ext the child moves onto its group's CPUs before switching class (see
-            // `join_cgroups_and_policy`); the mask is built here, before the fork.
-            let sched_ext = enforcement.sched_ext.then(|| cpu_set(&enforcement.cpus));
+            let ChildJoins {
+                files: joins,
+                fds,
+                sched_ext,
+            } = ChildJoins::open(&dir, &enforcement)?;
 
             let (uid, gid) = spec.user()?;
             // fork + pre_exec + exec run on the blocking pool, not on the actix thread: a fork
@@ -570,6 +563,43 @@ impl ContainerBackend for LocalBackend {
         // Closed: the next runtime may take the parent.
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(())
+    }
+}
+
+/// What a child forked into a container needs, prepared before the fork, to start there as
+/// enforced: the `cgroup.procs` files it joins (its cgroup, then the enforcement's extra v1
+/// cpusets), held open across the fork, and under sched_ext its group's CPUs to move onto
+/// before switching class (see [`join_cgroups_and_policy`]). Used by every process corral
+/// starts in a container: an `exec`-mode invocation's and a `server`-mode server.
+pub(super) struct ChildJoins {
+    /// The open files; drop them once the child is spawned.
+    pub(super) files: Vec<File>,
+    /// Their descriptors, for the child.
+    pub(super) fds: Vec<RawFd>,
+    /// The group's CPUs, when the scheduler enforces the group.
+    pub(super) sched_ext: Option<libc::cpu_set_t>,
+}
+
+impl ChildJoins {
+    /// Opens what a child of the container at `dir`, enforced as `enforcement`, must join.
+    pub(super) fn open(dir: &Path, enforcement: &Enforcement) -> Result<Self, ActorError> {
+        let mut files = Vec::with_capacity(1 + enforcement.join.len());
+        for procs in
+            std::iter::once(dir.join("cgroup.procs")).chain(enforcement.join.iter().cloned())
+        {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(|e| ActorError::cgroup("open", &procs, e))?;
+            files.push(f);
+        }
+        let fds = files.iter().map(|f| f.as_raw_fd()).collect();
+        let sched_ext = enforcement.sched_ext.then(|| cpu_set(&enforcement.cpus));
+        Ok(ChildJoins {
+            files,
+            fds,
+            sched_ext,
+        })
     }
 }
 

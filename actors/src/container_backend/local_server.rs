@@ -12,7 +12,7 @@
 //! what it said last.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::frame::{self, ServerEnds, Verdict};
-use super::{Container, ContainerInfo};
+use super::local::ChildJoins;
+use super::{Container, ContainerInfo, Enforcement};
 use crate::config::FunctionSpec;
 use crate::error::ActorError;
 
@@ -63,7 +64,7 @@ pub(super) fn start(
     spec: &FunctionSpec,
     container: &ContainerInfo,
     dir: &Path,
-    join: &[PathBuf],
+    enforcement: &Enforcement,
 ) -> Result<Server, ActorError> {
     let spawn_err = |source| ActorError::Spawn {
         function: spec.name.clone(),
@@ -71,16 +72,12 @@ pub(super) fn start(
         container: container.id.clone(),
         source,
     };
-    // Its cgroup, then the enforcement's extra cgroups (v1 cpusets), joined before the exec.
-    let mut joins = Vec::with_capacity(1 + join.len());
-    for procs in std::iter::once(dir.join("cgroup.procs")).chain(join.iter().cloned()) {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&procs)
-            .map_err(|e| ActorError::cgroup("open", &procs, e))?;
-        joins.push(file);
-    }
-    let fds: Vec<RawFd> = joins.iter().map(|f| f.as_raw_fd()).collect();
+    // Joined before the exec, as for an `exec`-mode child: the server is started once enforced.
+    let ChildJoins {
+        files: joins,
+        fds,
+        sched_ext,
+    } = ChildJoins::open(dir, enforcement)?;
     let (uid, gid) = spec.user()?;
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
@@ -95,7 +92,7 @@ pub(super) fn start(
     // fork.
     unsafe {
         cmd.pre_exec(move || {
-            super::local::join_cgroups_and_policy(&fds, None)?;
+            super::local::join_cgroups_and_policy(&fds, sched_ext)?;
             super::local::drop_privileges(uid, gid)
         });
     }
@@ -130,7 +127,7 @@ pub(super) fn start(
             stdout: Some(stdout),
         },
         stderr: tail,
-        joined: join.to_vec(),
+        joined: enforcement.join.clone(),
     })
 }
 
