@@ -66,3 +66,83 @@ pub fn build_vm_test_binary() -> Result<PathBuf> {
         })
         .context("cargo built no `vm` test executable for corral-tests")
 }
+
+/// A tool installed from crates.io with `cargo install --locked` at a pinned version, under a
+/// directory of the target directory, and reused while its binary answers that version.
+#[derive(Debug)]
+pub struct CargoTool<'a> {
+    /// The crate (and binary) name.
+    pub krate: &'a str,
+    /// The pinned version.
+    pub version: &'a str,
+    /// What the tool is for, in progress lines ("the peer scheduler scx_layered").
+    pub what: &'a str,
+    /// The prefix of progress lines (`bench`, `fuzz`).
+    pub prefix: &'a str,
+    /// `cargo install --root`: the binary lands in `<root>/bin`.
+    pub root: PathBuf,
+    /// `cargo install --target-dir`.
+    pub build_dir: PathBuf,
+    /// Arguments that make the binary print its version (`--version`; `fuzz --version` for a
+    /// cargo subcommand).
+    pub version_args: &'a [&'a str],
+    /// How long the install takes, for the progress line.
+    pub takes: &'a str,
+    /// What fails without it, for the error.
+    pub needed_by: &'a str,
+    /// Extra environment for the build.
+    pub env: Vec<(String, String)>,
+}
+
+impl CargoTool<'_> {
+    /// The installed binary's path.
+    pub fn bin(&self) -> PathBuf {
+        self.root.join("bin").join(self.krate)
+    }
+
+    /// The binary, installed first when it is missing or answers another version.
+    pub fn ensure(&self) -> Result<PathBuf> {
+        let (bin, prefix, krate, version) = (self.bin(), self.prefix, self.krate, self.version);
+        if bin.is_file() {
+            let out = Command::new(&bin)
+                .args(self.version_args)
+                .output()
+                .with_context(|| {
+                    format!("running {} {}", bin.display(), self.version_args.join(" "))
+                })?;
+            let answered = String::from_utf8_lossy(&out.stdout);
+            if answered.contains(version) {
+                eprintln!("{prefix}: {krate} {version} present ({})", bin.display());
+                return Ok(bin);
+            }
+            eprintln!(
+                "{prefix}: {} is `{}`, not {version}; reinstalling",
+                bin.display(),
+                answered.trim()
+            );
+        }
+        eprintln!(
+            "{prefix}: installing {} {version} from crates.io into {} (cargo install; {}, once: \
+             the binary is cached)",
+            self.what,
+            self.root.display(),
+            self.takes
+        );
+        let status = cargo()
+            .args(["install", krate, "--version", version, "--locked"])
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--target-dir")
+            .arg(&self.build_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .status()
+            .with_context(|| format!("running cargo install {krate}"))?;
+        if !status.success() || !bin.is_file() {
+            anyhow::bail!(
+                "cargo install {krate} {version} failed with {status}; {}",
+                self.needed_by
+            );
+        }
+        Ok(bin)
+    }
+}

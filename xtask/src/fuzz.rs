@@ -43,52 +43,19 @@ fn fuzz_dir() -> PathBuf {
 
 /// The `cargo-fuzz` binary, installed under `target/tools` when missing or of another version.
 pub fn ensure_cargo_fuzz() -> Result<PathBuf> {
-    let bin = tools_dir().join("bin/cargo-fuzz");
-    if bin.is_file() {
-        let out = Command::new(&bin)
-            .args(["fuzz", "--version"])
-            .output()
-            .with_context(|| format!("running {} fuzz --version", bin.display()))?;
-        let version = String::from_utf8_lossy(&out.stdout);
-        if version.contains(CARGO_FUZZ_VERSION) {
-            eprintln!(
-                "fuzz: cargo-fuzz {CARGO_FUZZ_VERSION} present ({})",
-                bin.display()
-            );
-            return Ok(bin);
-        }
-        eprintln!(
-            "fuzz: {} is `{}`, not {CARGO_FUZZ_VERSION}; reinstalling",
-            bin.display(),
-            version.trim()
-        );
+    crate::cargo::CargoTool {
+        krate: "cargo-fuzz",
+        version: CARGO_FUZZ_VERSION,
+        what: "cargo-fuzz",
+        prefix: "fuzz",
+        root: tools_dir(),
+        build_dir: tools_dir().join("build"),
+        version_args: &["fuzz", "--version"],
+        takes: "about 2 minutes on 2 cores",
+        needed_by: "`cargo xtask fuzz` and the fuzz phase of `cargo xtask test` need it",
+        env: Vec::new(),
     }
-    eprintln!(
-        "fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io into {} (cargo \
-         install; about 2 minutes on 2 cores, once: the binary is cached)",
-        tools_dir().display()
-    );
-    let status = crate::cargo::cargo()
-        .args([
-            "install",
-            "cargo-fuzz",
-            "--version",
-            CARGO_FUZZ_VERSION,
-            "--locked",
-        ])
-        .arg("--root")
-        .arg(tools_dir())
-        .arg("--target-dir")
-        .arg(tools_dir().join("build"))
-        .status()
-        .context("running cargo install cargo-fuzz")?;
-    if !status.success() || !bin.is_file() {
-        bail!(
-            "cargo install cargo-fuzz {CARGO_FUZZ_VERSION} failed with {status}; `cargo xtask \
-             fuzz` and the fuzz phase of `cargo xtask test` need it"
-        );
-    }
-    Ok(bin)
+    .ensure()
 }
 
 /// The libFuzzer arguments of a run of `seconds`.

@@ -18,7 +18,6 @@ pub mod plot;
 pub mod remap;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -54,56 +53,20 @@ pub fn scx_layered_path() -> PathBuf {
 /// install started while one is running waits on cargo's lock of the shared build directory and
 /// then finds the build done.
 pub fn ensure_scx_layered() -> Result<PathBuf> {
-    let bin = scx_layered_path();
-    if bin.is_file() {
-        let out = Command::new(&bin)
-            .arg("--version")
-            .output()
-            .with_context(|| format!("running {} --version", bin.display()))?;
-        let version = String::from_utf8_lossy(&out.stdout);
-        if version.contains(SCX_LAYERED_VERSION) {
-            eprintln!(
-                "bench: scx_layered {SCX_LAYERED_VERSION} present ({})",
-                bin.display()
-            );
-            return Ok(bin);
-        }
-        eprintln!(
-            "bench: {} is `{}`, not {SCX_LAYERED_VERSION}; reinstalling",
-            bin.display(),
-            version.trim()
-        );
-    }
-    let tools = bench_dir().join("tools");
-    let build = bench_dir().join("layered-build");
-    eprintln!(
-        "bench: installing the peer scheduler scx_layered {SCX_LAYERED_VERSION} from crates.io \
-         into {} (cargo install; about 15 minutes on 2 cores, once: the binary is cached)",
-        tools.display()
-    );
     let clang = std::env::var("BPF_CLANG").unwrap_or_else(|_| "clang-19".to_owned());
-    let status = crate::cargo::cargo()
-        .args([
-            "install",
-            "scx_layered",
-            "--version",
-            SCX_LAYERED_VERSION,
-            "--locked",
-        ])
-        .arg("--root")
-        .arg(&tools)
-        .arg("--target-dir")
-        .arg(&build)
-        .env("BPF_CLANG", clang)
-        .status()
-        .context("running cargo install scx_layered")?;
-    if !status.success() || !bin.is_file() {
-        bail!(
-            "cargo install scx_layered {SCX_LAYERED_VERSION} failed with {status}; the isolation \
-             benchmark needs it (use --smoke to run without it)"
-        );
+    crate::cargo::CargoTool {
+        krate: "scx_layered",
+        version: SCX_LAYERED_VERSION,
+        what: "the peer scheduler scx_layered",
+        prefix: "bench",
+        root: bench_dir().join("tools"),
+        build_dir: bench_dir().join("layered-build"),
+        version_args: &["--version"],
+        takes: "about 15 minutes on 2 cores",
+        needed_by: "the isolation benchmark needs it (use --smoke to run without it)",
+        env: vec![("BPF_CLANG".to_owned(), clang)],
     }
-    Ok(bin)
+    .ensure()
 }
 
 /// Merges `figures` into the report at `path`: every key starting with `prefix` is replaced by
